@@ -1,0 +1,31 @@
+//! The router function: inference routes, `instanceinfo` and `healthz`. One binary for three
+//! hosts: an Azure Functions custom handler (`FUNCTIONS_CUSTOMHANDLER_PORT`), AWS Lambda
+//! (`AWS_LAMBDA_RUNTIME_API`), or a plain listener (Container Apps, local runs).
+
+use aigw_core::{ProcessEnv, start};
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let gateway = match start::boot(&ProcessEnv, &args) {
+        Ok(gateway) => gateway,
+        Err(e) => {
+            eprintln!("router: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let settings = gateway.settings.clone();
+    let app = aigw_core::router_app(gateway);
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+        // Lambda owns the socket; the runtime exits when its environment is reclaimed.
+        return match lambda_http::run_with_streaming_response(app).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("router: lambda runtime failed: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    start::serve_until_signal("router", &settings, app).await
+}

@@ -1,0 +1,102 @@
+//! The HTTP layer's one error type, and the one place any error becomes a response: an
+//! OpenAI-shaped body (`{"error":{"message","type","param","code"}}`), the right status and,
+//! for 429, `retry-after`.
+
+use crate::forward::ForwardError;
+use crate::upstream::Failure;
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde_json::json;
+
+/// Everything a request can fail with before or instead of a backend's answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no route for {method} {path}")]
+    NotFound { method: String, path: String },
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("AI application '{0}' is not configured on this gateway")]
+    UnknownApp(String),
+    #[error("AI application '{0}' is inactive (isActive is false)")]
+    InactiveApp(String),
+    #[error("the request path is not valid: {0}")]
+    BadPath(String),
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("the request body could not be read: {0}")]
+    BodyRead(String),
+    #[error("the request body is not a valid JSON object: {0}")]
+    InvalidJson(String),
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
+}
+
+impl ApiError {
+    /// The HTTP status for each error.
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound { .. } | ApiError::UnknownApp(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::InactiveApp(_)
+            | ApiError::BadPath(_)
+            | ApiError::BodyRead(_)
+            | ApiError::InvalidJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Forward(ForwardError::AllBusy { .. }) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Forward(ForwardError::AllFailed { failures }) => {
+                if !failures.is_empty() && failures.iter().all(|(_, f)| *f == Failure::Timeout) {
+                    StatusCode::GATEWAY_TIMEOUT
+                } else {
+                    StatusCode::BAD_GATEWAY
+                }
+            }
+        }
+    }
+
+    /// The `error.code` field: a stable, low-cardinality name (also used as a metrics label).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::NotFound { .. } => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::UnknownApp(_) => "application_not_found",
+            ApiError::InactiveApp(_) => "application_inactive",
+            ApiError::BadPath(_) => "invalid_path",
+            ApiError::BodyTooLarge { .. } => "request_too_large",
+            ApiError::BodyRead(_) => "invalid_body",
+            ApiError::InvalidJson(_) => "invalid_json",
+            // Azure OpenAI's own 429 body says "429"; clients match on it.
+            ApiError::Forward(ForwardError::AllBusy { .. }) => "429",
+            ApiError::Forward(ForwardError::AllFailed { .. }) => "backend_unavailable",
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.status_code().as_u16() {
+            429 => "rate_limit_error",
+            500..=599 => "api_error",
+            _ => "invalid_request_error",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let body = json!({
+            "error": {
+                "message": self.to_string(),
+                "type": self.kind(),
+                "param": null,
+                "code": self.code(),
+            }
+        });
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::Forward(ForwardError::AllBusy { retry_after_secs }) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        response
+    }
+}

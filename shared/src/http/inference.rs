@@ -1,0 +1,130 @@
+//! The inference handler: read and check the client's request, forward it, and turn the
+//! backend's answer into the client's response.
+
+use super::error::ApiError;
+use super::request_id::RequestId;
+use crate::forward::{self, Forwarded};
+use crate::state::Gateway;
+use crate::upstream::relay_body;
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// Backend response headers the client gets to see.
+const PASSED_THROUGH: [HeaderName; 2] = [
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+];
+
+const ENDPOINT_ID: HeaderName = HeaderName::from_static("x-endpoint-id");
+
+/// The path parameters of every inference route (the rest of the path, if any, is not used:
+/// each endpoint's configured URI says where requests go).
+#[derive(Debug, Deserialize)]
+pub struct AppPath {
+    app_id: String,
+}
+
+/// The only part of the body the gateway reads; parsing it also proves the body is a JSON object.
+#[derive(Debug, Deserialize)]
+struct Probe {
+    #[serde(default)]
+    stream: Option<bool>,
+}
+
+/// `POST .../lb/{app_id}` and its SDK-shaped variants.
+pub async fn handle(
+    State(gateway): State<Arc<Gateway>>,
+    path: Result<Path<AppPath>, PathRejection>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Path(AppPath { app_id }) = path.map_err(|e| ApiError::BadPath(e.body_text()))?;
+    let snapshot = gateway.snapshot();
+    let route = snapshot
+        .app(&app_id)
+        .ok_or_else(|| ApiError::UnknownApp(app_id.clone()))?;
+    if !route.app.active {
+        return Err(ApiError::InactiveApp(app_id));
+    }
+    let body = read_body(&headers, body, gateway.settings.max_body_bytes).await?;
+    let probe: Probe =
+        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    let stream = probe.stream.unwrap_or(false);
+
+    let Forwarded {
+        response,
+        endpoint,
+        in_flight,
+    } = forward::forward(
+        route,
+        body,
+        &request_id,
+        gateway.settings.default_retry_after,
+    )
+    .await?;
+
+    let endpoint = &route.app.endpoints[endpoint];
+    let status = response.status();
+    let mut out = Response::builder().status(status);
+    let out_headers = out.headers_mut();
+    if let Some(out_headers) = out_headers {
+        let upstream = response.headers();
+        if stream && status.is_success() {
+            // Whatever the backend declares, a stream is relayed as server-sent events.
+            out_headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            out_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            out_headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        } else {
+            let content_type = upstream
+                .get(header::CONTENT_TYPE)
+                .cloned()
+                .unwrap_or(HeaderValue::from_static("application/json"));
+            out_headers.insert(header::CONTENT_TYPE, content_type);
+            if let Some(length) = upstream.get(header::CONTENT_LENGTH) {
+                out_headers.insert(header::CONTENT_LENGTH, length.clone());
+            }
+        }
+        for name in &PASSED_THROUGH {
+            if let Some(value) = upstream.get(name) {
+                out_headers.insert(name.clone(), value.clone());
+            }
+        }
+        if let Ok(id) = HeaderValue::from_str(&endpoint.id) {
+            out_headers.insert(ENDPOINT_ID, id);
+        }
+    }
+    let body = relay_body(response, endpoint.timeouts.idle, in_flight);
+    out.body(body)
+        .map_err(|e| ApiError::BodyRead(format!("cannot build the response: {e}")))
+}
+
+/// The whole request body, refusing more than `limit` bytes (before reading, when the client
+/// declared its length).
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::BodyTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::BodyTooLarge { limit })
+        }
+        Err(e) => Err(ApiError::BodyRead(e.to_string())),
+    }
+}

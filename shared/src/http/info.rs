@@ -1,0 +1,81 @@
+//! `instanceinfo` and `healthz`: what this instance is and runs, never a key.
+
+use crate::state::Gateway;
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// `GET {prefix}/instanceinfo`.
+pub async fn instance_info(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
+    let snapshot = gateway.snapshot();
+    let s = &gateway.settings;
+    let applications: Vec<Value> = snapshot
+        .config
+        .applications
+        .iter()
+        .map(|app| {
+            let endpoints: Vec<Value> = app
+                .endpoints
+                .iter()
+                .enumerate()
+                .map(|(priority, ep)| {
+                    let mut uri = ep.uri.clone();
+                    let _ = uri.set_password(None);
+                    let _ = uri.set_username("");
+                    json!({
+                        "priority": priority,
+                        "id": &*ep.id,
+                        "uri": uri.as_str(),
+                        "rpm": ep.rpm,
+                        "weight": ep.weight,
+                        "timeouts": {
+                            "connectMs": ep.timeouts.connect.as_millis() as u64,
+                            "responseMs": ep.timeouts.response.as_millis() as u64,
+                            "idleMs": ep.timeouts.idle.as_millis() as u64,
+                        },
+                    })
+                })
+                .collect();
+            json!({
+                "appId": &*app.id,
+                "description": app.description,
+                "appType": app.app_type.as_str(),
+                "isActive": app.active,
+                "endpointRouterType": app.strategy.as_str(),
+                "cacheSettings": app.cache_settings,
+                "memorySettings": app.memory_settings,
+                "endpoints": endpoints,
+            })
+        })
+        .collect();
+    Json(json!({
+        "serverName": s.name,
+        "serverId": snapshot.config.server_id,
+        "serverVersion": env!("CARGO_PKG_VERSION"),
+        "serverConfig": {
+            "host": s.host.to_string(),
+            "port": s.port,
+            "env": s.env_name,
+            "configFile": s.config_file.as_ref().map(|p| p.display().to_string()),
+            "maxBodyBytes": s.max_body_bytes,
+            "defaultRetryAfterSecs": s.default_retry_after.as_secs(),
+        },
+        "apiGatewayUri": s.prefix(),
+        "endpointUri": format!("{}/instanceinfo", s.prefix()),
+        "aiApplications": applications,
+        "serverStartDate": httpdate::fmt_http_date(gateway.started_at),
+        "uptimeSecs": gateway.started.elapsed().as_secs(),
+        "status": "OK",
+    }))
+}
+
+/// `GET {prefix}/healthz`.
+pub async fn healthz(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
+    Json(json!({
+        "status": "OK",
+        "serverName": gateway.settings.name,
+        "serverVersion": env!("CARGO_PKG_VERSION"),
+        "uptimeSecs": gateway.started.elapsed().as_secs(),
+    }))
+}

@@ -1,0 +1,193 @@
+//! Process settings: environment variables (the Node gateway's names where they exist) and the
+//! few command-line flags that override them. Read once at start-up through [`Env`], so tests
+//! build settings from a map.
+
+use crate::env::Env;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the process needs to know before it loads a configuration file.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `API_GATEWAY_CONFIG_FILE` or `--config`.
+    pub config_file: Option<PathBuf>,
+    /// `API_GATEWAY_HOST` or `--host` (default 127.0.0.1).
+    pub host: IpAddr,
+    /// `API_GATEWAY_PORT` or `--port` (default 8000).
+    pub port: u16,
+    /// `API_GATEWAY_ENV`: the `{env}` in `/api/v1/{env}/apirouter` (default `dev`).
+    pub env_name: String,
+    /// `API_GATEWAY_NAME`: this instance's name in `instanceinfo` and logs.
+    pub name: String,
+    /// `API_GATEWAY_LOG_LEVEL` (default `info`); a `tracing` filter directive.
+    pub log_level: String,
+    /// `API_GATEWAY_MAX_BODY_BYTES` (default 4 MiB).
+    pub max_body_bytes: usize,
+    /// `API_GATEWAY_DEFAULT_RETRY_AFTER_SECS`: how long a 429 without any wait header opens the
+    /// circuit (default 10 s).
+    pub default_retry_after: Duration,
+    /// `API_GATEWAY_SHUTDOWN_GRACE_SECS`: how long requests in flight may run after SIGTERM
+    /// (default 30 s).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            config_file: None,
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 8000,
+            env_name: "dev".into(),
+            name: "aigw".into(),
+            log_level: "info".into(),
+            max_body_bytes: 4 * 1024 * 1024,
+            default_retry_after: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A setting that could not be understood.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{name}: {message}")]
+pub struct SettingsError {
+    pub name: String,
+    pub message: String,
+}
+
+impl Settings {
+    /// Settings from the environment, then the command-line arguments (without the program name).
+    pub fn load(env: &dyn Env, args: &[String]) -> Result<Self, SettingsError> {
+        let mut s = Settings::default();
+        if let Some(v) = env.var("API_GATEWAY_CONFIG_FILE").filter(|v| !v.is_empty()) {
+            s.config_file = Some(v.into());
+        }
+        if let Some(v) = env.var("API_GATEWAY_HOST") {
+            s.host = parse("API_GATEWAY_HOST", &v, "an IP address")?;
+        }
+        if let Some(v) = env.var("API_GATEWAY_PORT") {
+            s.port = parse("API_GATEWAY_PORT", &v, "a port number")?;
+        }
+        if let Some(v) = env.var("API_GATEWAY_ENV").filter(|v| !v.is_empty()) {
+            if !v
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(err("API_GATEWAY_ENV", "letters, digits, '-' and '_' only"));
+            }
+            s.env_name = v;
+        }
+        if let Some(v) = env.var("API_GATEWAY_NAME").filter(|v| !v.is_empty()) {
+            s.name = v;
+        }
+        if let Some(v) = env.var("API_GATEWAY_LOG_LEVEL").filter(|v| !v.is_empty()) {
+            s.log_level = v;
+        }
+        if let Some(v) = env.var("API_GATEWAY_MAX_BODY_BYTES") {
+            s.max_body_bytes = parse("API_GATEWAY_MAX_BODY_BYTES", &v, "a number of bytes")?;
+        }
+        if let Some(v) = env.var("API_GATEWAY_DEFAULT_RETRY_AFTER_SECS") {
+            let secs: u64 = parse("API_GATEWAY_DEFAULT_RETRY_AFTER_SECS", &v, "seconds")?;
+            if secs == 0 {
+                return Err(err(
+                    "API_GATEWAY_DEFAULT_RETRY_AFTER_SECS",
+                    "must be at least 1",
+                ));
+            }
+            s.default_retry_after = Duration::from_secs(secs);
+        }
+        if let Some(v) = env.var("API_GATEWAY_SHUTDOWN_GRACE_SECS") {
+            s.shutdown_grace =
+                Duration::from_secs(parse("API_GATEWAY_SHUTDOWN_GRACE_SECS", &v, "seconds")?);
+        }
+        s.apply_args(args)?;
+        Ok(s)
+    }
+
+    fn apply_args(&mut self, args: &[String]) -> Result<(), SettingsError> {
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
+                _ => (arg.as_str(), None),
+            };
+            let mut value = |flag: &str| {
+                inline
+                    .clone()
+                    .or_else(|| it.next().cloned())
+                    .ok_or_else(|| err(flag, "needs a value"))
+            };
+            match flag {
+                "--config" => self.config_file = Some(value("--config")?.into()),
+                "--port" => self.port = parse("--port", &value("--port")?, "a port number")?,
+                "--host" => self.host = parse("--host", &value("--host")?, "an IP address")?,
+                other => {
+                    return Err(err(
+                        other,
+                        "unknown argument (expected --config FILE, --port N or --host IP)",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The path prefix every route hangs under: `/api/v1/{env}/apirouter`.
+    pub fn prefix(&self) -> String {
+        format!("/api/v1/{}/apirouter", self.env_name)
+    }
+}
+
+fn parse<T: std::str::FromStr>(name: &str, value: &str, what: &str) -> Result<T, SettingsError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| err(name, &format!("'{value}' is not {what}")))
+}
+
+fn err(name: &str, message: &str) -> SettingsError {
+    SettingsError {
+        name: name.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn defaults_match_the_node_gateway() {
+        let s = Settings::load(&[], &[]).unwrap();
+        assert_eq!(s.port, 8000);
+        assert_eq!(s.prefix(), "/api/v1/dev/apirouter");
+        assert_eq!(s.max_body_bytes, 4 << 20);
+        assert_eq!(s.default_retry_after, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn flags_override_environment() {
+        let env = [("API_GATEWAY_PORT", "9000"), ("API_GATEWAY_ENV", "prod")];
+        let s = Settings::load(&env, &args(&["--port", "9100", "--config=x.json"])).unwrap();
+        assert_eq!(s.port, 9100);
+        assert_eq!(s.config_file, Some(PathBuf::from("x.json")));
+        assert_eq!(s.prefix(), "/api/v1/prod/apirouter");
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let e = Settings::load(&[("API_GATEWAY_PORT", "eighty")], &[]).unwrap_err();
+        assert_eq!(e.name, "API_GATEWAY_PORT");
+        let e = Settings::load(&[], &args(&["--port"])).unwrap_err();
+        assert_eq!(e.name, "--port");
+        let e = Settings::load(&[], &args(&["--verbose"])).unwrap_err();
+        assert_eq!(e.name, "--verbose");
+        let e = Settings::load(&[("API_GATEWAY_ENV", "a/b")], &[]).unwrap_err();
+        assert_eq!(e.name, "API_GATEWAY_ENV");
+    }
+}

@@ -1,0 +1,89 @@
+//! Start-up shared by every binary: settings, logging, configuration, the gateway state, and the
+//! address to listen on. Binaries stay a few lines long.
+
+use crate::config::{self, ConfigError};
+use crate::env::Env;
+use crate::settings::{Settings, SettingsError};
+use crate::state::{BuildError, Gateway};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+/// Why the process cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid setting {0}")]
+    Settings(#[from] SettingsError),
+    #[error(
+        "no configuration file: set API_GATEWAY_CONFIG_FILE or pass --config FILE (or run the demo: cargo run -p gateway --bin demo)"
+    )]
+    NoConfig,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+/// Read settings and configuration, set up logging, and build the gateway.
+pub fn boot(env: &dyn Env, args: &[String]) -> Result<Arc<Gateway>, StartError> {
+    let settings = Settings::load(env, args)?;
+    crate::telemetry::init(&settings.log_level);
+    let path = settings.config_file.clone().ok_or(StartError::NoConfig)?;
+    let config = config::load_file(&path, env)?;
+    for field in &config.unused {
+        tracing::warn!(field = %field, "configuration field accepted for compatibility but not used");
+    }
+    tracing::info!(
+        config = %path.display(),
+        applications = config.applications.len(),
+        "configuration loaded"
+    );
+    Ok(Gateway::new(settings, config)?)
+}
+
+/// Where to listen: the port an Azure Functions host hands a custom handler (always on
+/// loopback), else the configured host and port.
+pub fn listen_addr(settings: &Settings, env: &dyn Env) -> Result<SocketAddr, SettingsError> {
+    match env.var("FUNCTIONS_CUSTOMHANDLER_PORT") {
+        Some(port) => {
+            let port = port.trim().parse::<u16>().map_err(|_| SettingsError {
+                name: "FUNCTIONS_CUSTOMHANDLER_PORT".into(),
+                message: format!("'{port}' is not a port number"),
+            })?;
+            Ok(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port))
+        }
+        None => Ok(SocketAddr::new(settings.host, settings.port)),
+    }
+}
+
+/// Serve `app` on a plain listener (or the Functions host's port) until SIGTERM or Ctrl-C, then
+/// drain. `name` prefixes messages. Returns the process exit code.
+pub async fn serve_until_signal(
+    name: &str,
+    settings: &Settings,
+    app: axum::Router,
+) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let addr = match listen_addr(settings, &crate::env::ProcessEnv) {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("{name}: cannot listen on {addr}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(%addr, prefix = %settings.prefix(), "{name} listening");
+    let shutdown = crate::server::shutdown_signal();
+    match crate::server::serve(listener, app, settings.shutdown_grace, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: server failed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Shared helpers for the integration tests: a real gateway on an ephemeral port, wired to
+//! simulated backends, and small polling helpers that await a condition instead of sleeping.
+
+use aigw_core::{Gateway, Settings, config};
+use serde_json::{Value, json};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use aigw_simulator::{Behaviour, SimOptions, Simulator};
+
+/// The key every simulated backend in these tests expects.
+pub const BACKEND_KEY: &str = "backend-key";
+
+/// A gateway serving on 127.0.0.1 over real sockets.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl TestGateway {
+    /// Start a gateway for `config` (JSON in the config file's shape) with default settings.
+    pub async fn start(config: Value) -> Self {
+        Self::start_with(config, Settings::default()).await
+    }
+
+    /// Start a gateway with the given settings (host and port are ignored: an ephemeral port on
+    /// loopback is used).
+    pub async fn start_with(config: Value, settings: Settings) -> Self {
+        let env: [(&str, &str); 0] = [];
+        let config = config::validate(config, &env).expect("test config is valid");
+        let gateway = Gateway::new(settings, config).expect("gateway builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = aigw_core::router_app(gateway.clone());
+        let grace = gateway.settings.shutdown_grace;
+        let task = tokio::spawn(aigw_core::server::serve(listener, app, grace, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            gateway,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The Node gateway's load-balancer URL for `app`.
+    pub fn lb(&self, app: &str) -> String {
+        format!("{}/api/v1/dev/apirouter/lb/{app}", self.url())
+    }
+
+    /// Begin a graceful shutdown and wait for the server to finish draining.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.unwrap()
+    }
+
+    /// Begin a graceful shutdown without waiting.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Wait for the server task to end.
+    pub async fn finished(self) -> std::io::Result<()> {
+        self.task.await.unwrap()
+    }
+}
+
+/// Start a simulator named `name` that checks [`BACKEND_KEY`].
+pub async fn simulator(name: &str, behaviour: Behaviour) -> Simulator {
+    Simulator::start(SimOptions {
+        api_key: Some(BACKEND_KEY.into()),
+        behaviour,
+        name: Some(name.into()),
+    })
+    .await
+    .unwrap()
+}
+
+/// An Azure OpenAI chat-completions URI on a simulator.
+pub fn chat_uri(base: &str) -> String {
+    format!("{base}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21")
+}
+
+/// A config with one `azure_oai` application whose endpoints are `(id, base url, rpm)`.
+pub fn app_config(app: &str, endpoints: &[(&str, &str, Option<u32>)]) -> Value {
+    let endpoints: Vec<Value> = endpoints
+        .iter()
+        .map(|(id, base, rpm)| {
+            let mut ep = json!({"id": id, "uri": chat_uri(base), "apikey": BACKEND_KEY});
+            if let Some(rpm) = rpm {
+                ep["rpm"] = json!(rpm);
+            }
+            ep
+        })
+        .collect();
+    json!({"applications": [{"appId": app, "appType": "azure_oai", "endpoints": endpoints}]})
+}
+
+/// A base URL nothing listens on (a port bound and released).
+pub async fn closed_port_url() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
+}
+
+/// A minimal chat body.
+pub fn chat_body(text: &str, stream: bool) -> Value {
+    json!({"messages": [{"role": "user", "content": text}], "stream": stream})
+}
+
+/// Await `check` becoming true, polling every 10 ms, for at most `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
