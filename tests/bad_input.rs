@@ -105,12 +105,7 @@ async fn an_inactive_application_is_refused() {
     let mut config = app_config("chat", &[("ptu", &a.url(), None)]);
     config["applications"][0]["isActive"] = Value::Bool(false);
     let gw = TestGateway::start(config).await;
-    let r = reqwest::Client::new()
-        .post(gw.lb("chat"))
-        .json(&chat_body("hi", false))
-        .send()
-        .await
-        .unwrap();
+    let r = post_chat(&gw, "chat", "hi", false).await;
     let (s, b) = error_of(r).await;
     assert_eq!(
         (s, b["error"]["code"].as_str()),

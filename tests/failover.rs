@@ -7,12 +7,7 @@ use serde_json::Value;
 use std::time::Duration;
 
 async fn post(gw: &TestGateway, text: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(gw.lb("chat"))
-        .json(&chat_body(text, false))
-        .send()
-        .await
-        .unwrap()
+    post_chat(gw, "chat", text, false).await
 }
 
 fn served_by(r: &reqwest::Response) -> String {
@@ -24,15 +19,7 @@ fn served_by(r: &reqwest::Response) -> String {
 
 #[tokio::test]
 async fn a_429_opens_the_circuit_and_fails_over_within_the_request() {
-    let a = simulator(
-        "a",
-        Behaviour {
-            mode: Mode::Throttle,
-            retry_after_ms: 30_000,
-            ..Default::default()
-        },
-    )
-    .await;
+    let a = simulator("a", throttled(30_000)).await;
     let b = simulator("b", Behaviour::default()).await;
     let gw = TestGateway::start(app_config(
         "chat",
@@ -91,24 +78,8 @@ async fn every_retry_after_header_form_is_honoured() {
 
 #[tokio::test]
 async fn all_busy_answers_429_with_the_shortest_wait() {
-    let a = simulator(
-        "a",
-        Behaviour {
-            mode: Mode::Throttle,
-            retry_after_ms: 9_000,
-            ..Default::default()
-        },
-    )
-    .await;
-    let b = simulator(
-        "b",
-        Behaviour {
-            mode: Mode::Throttle,
-            retry_after_ms: 2_500,
-            ..Default::default()
-        },
-    )
-    .await;
+    let a = simulator("a", throttled(9_000)).await;
+    let b = simulator("b", throttled(2_500)).await;
     let gw = TestGateway::start(app_config(
         "chat",
         &[("ptu", &a.url(), None), ("payg", &b.url(), None)],
@@ -234,15 +205,7 @@ async fn a_spent_rpm_budget_alone_answers_429_with_the_window_wait() {
 
 #[tokio::test]
 async fn server_errors_and_connection_failures_fail_over() {
-    let a = simulator(
-        "a",
-        Behaviour {
-            mode: Mode::Error,
-            status: 500,
-            ..Default::default()
-        },
-    )
-    .await;
+    let a = simulator("a", failing(500)).await;
     let b = simulator(
         "b",
         Behaviour {
@@ -297,15 +260,7 @@ async fn dropped_connections_fail_over() {
 
 #[tokio::test]
 async fn when_everything_fails_the_client_gets_a_502_naming_each_endpoint() {
-    let a = simulator(
-        "a",
-        Behaviour {
-            mode: Mode::Error,
-            status: 500,
-            ..Default::default()
-        },
-    )
-    .await;
+    let a = simulator("a", failing(500)).await;
     let dead = closed_port_url().await;
     let gw = TestGateway::start(app_config(
         "chat",
@@ -326,24 +281,8 @@ async fn when_everything_fails_the_client_gets_a_502_naming_each_endpoint() {
 
 #[tokio::test]
 async fn a_throttled_endpoint_beats_a_failed_one_in_the_final_answer() {
-    let a = simulator(
-        "a",
-        Behaviour {
-            mode: Mode::Throttle,
-            retry_after_ms: 4_000,
-            ..Default::default()
-        },
-    )
-    .await;
-    let b = simulator(
-        "b",
-        Behaviour {
-            mode: Mode::Error,
-            status: 500,
-            ..Default::default()
-        },
-    )
-    .await;
+    let a = simulator("a", throttled(4_000)).await;
+    let b = simulator("b", failing(500)).await;
     let gw = TestGateway::start(app_config(
         "chat",
         &[("busy", &a.url(), None), ("broken", &b.url(), None)],
@@ -401,12 +340,7 @@ async fn a_backend_failure_mid_stream_ends_that_stream_without_failover() {
         &[("ptu", &a.url(), None), ("payg", &b.url(), None)],
     ))
     .await;
-    let r = reqwest::Client::new()
-        .post(gw.lb("chat"))
-        .json(&chat_body("hi", true))
-        .send()
-        .await
-        .unwrap();
+    let r = post_chat(&gw, "chat", "hi", true).await;
     assert_eq!(r.status(), 200);
     let body = r.text().await;
     assert!(

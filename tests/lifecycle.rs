@@ -17,12 +17,7 @@ async fn a_client_that_disconnects_mid_stream_cancels_the_upstream_request() {
     )
     .await;
     let gw = TestGateway::start(app_config("chat", &[("ptu", &a.url(), None)])).await;
-    let response = reqwest::Client::new()
-        .post(gw.lb("chat"))
-        .json(&chat_body("hi", true))
-        .send()
-        .await
-        .unwrap();
+    let response = post_chat(&gw, "chat", "hi", true).await;
     let mut body = response.bytes_stream();
     let first = tokio::time::timeout(Duration::from_secs(5), body.next())
         .await
@@ -115,15 +110,7 @@ async fn shutdown_lets_a_stream_in_flight_finish_and_refuses_new_connections() {
 
 #[tokio::test]
 async fn a_reload_swaps_the_configuration_and_keeps_endpoint_state() {
-    let a = simulator(
-        "a",
-        Behaviour {
-            mode: Mode::Throttle,
-            retry_after_ms: 60_000,
-            ..Default::default()
-        },
-    )
-    .await;
+    let a = simulator("a", throttled(60_000)).await;
     let b = simulator("b", Behaviour::default()).await;
     let c = simulator("c", Behaviour::default()).await;
     let gw = TestGateway::start(app_config(

@@ -143,12 +143,7 @@ async fn streams_are_event_streams_whatever_the_backend_declares() {
     )
     .await;
     let gw = TestGateway::start(app_config("chat", &[("ptu", &a.url(), None)])).await;
-    let response = reqwest::Client::new()
-        .post(gw.lb("chat"))
-        .json(&chat_body("hi", true))
-        .send()
-        .await
-        .unwrap();
+    let response = post_chat(&gw, "chat", "hi", true).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     assert_eq!(response.headers()["cache-control"], "no-cache");

@@ -87,3 +87,13 @@ pub async fn serve_until_signal(
         }
     }
 }
+
+/// [`boot`] from the process's own environment and arguments; on failure the message is
+/// printed (prefixed with `name`) and the exit code to return is given back.
+pub fn boot_process(name: &str) -> Result<Arc<Gateway>, std::process::ExitCode> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    boot(&crate::env::ProcessEnv, &args).map_err(|e| {
+        eprintln!("{name}: {e}");
+        std::process::ExitCode::from(2)
+    })
+}

@@ -143,3 +143,31 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A backend that answers 429 asking for a wait of `retry_after_ms`.
+pub fn throttled(retry_after_ms: u64) -> Behaviour {
+    Behaviour {
+        mode: aigw_simulator::Mode::Throttle,
+        retry_after_ms,
+        ..Default::default()
+    }
+}
+
+/// A backend that answers every request with `status`.
+pub fn failing(status: u16) -> Behaviour {
+    Behaviour {
+        mode: aigw_simulator::Mode::Error,
+        status,
+        ..Default::default()
+    }
+}
+
+/// POST a chat body to `app` through the gateway's load-balancer path.
+pub async fn post_chat(gw: &TestGateway, app: &str, text: &str, stream: bool) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(gw.lb(app))
+        .json(&chat_body(text, stream))
+        .send()
+        .await
+        .unwrap()
+}

@@ -2,18 +2,14 @@
 //! hosts: an Azure Functions custom handler (`FUNCTIONS_CUSTOMHANDLER_PORT`), AWS Lambda
 //! (`AWS_LAMBDA_RUNTIME_API`), or a plain listener (Container Apps, local runs).
 
-use aigw_core::{ProcessEnv, start};
+use aigw_core::start;
 use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let gateway = match start::boot(&ProcessEnv, &args) {
+    let gateway = match start::boot_process("router") {
         Ok(gateway) => gateway,
-        Err(e) => {
-            eprintln!("router: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let settings = gateway.settings.clone();
     let app = aigw_core::router_app(gateway);

@@ -74,40 +74,38 @@ pub async fn handle(
 
     let endpoint = &route.app.endpoints[endpoint];
     let status = response.status();
-    let mut out = Response::builder().status(status);
-    let out_headers = out.headers_mut();
-    if let Some(out_headers) = out_headers {
-        let upstream = response.headers();
-        if stream && status.is_success() {
-            // Whatever the backend declares, a stream is relayed as server-sent events.
-            out_headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            );
-            out_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            out_headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-        } else {
-            let content_type = upstream
-                .get(header::CONTENT_TYPE)
-                .cloned()
-                .unwrap_or(HeaderValue::from_static("application/json"));
-            out_headers.insert(header::CONTENT_TYPE, content_type);
-            if let Some(length) = upstream.get(header::CONTENT_LENGTH) {
-                out_headers.insert(header::CONTENT_LENGTH, length.clone());
-            }
-        }
-        for name in &PASSED_THROUGH {
-            if let Some(value) = upstream.get(name) {
-                out_headers.insert(name.clone(), value.clone());
-            }
-        }
-        if let Ok(id) = HeaderValue::from_str(&endpoint.id) {
-            out_headers.insert(ENDPOINT_ID, id);
+    let mut headers = HeaderMap::with_capacity(8);
+    let upstream = response.headers();
+    if stream && status.is_success() {
+        // Whatever the backend declares, a stream is relayed as server-sent events.
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    } else {
+        let content_type = upstream
+            .get(header::CONTENT_TYPE)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static("application/json"));
+        headers.insert(header::CONTENT_TYPE, content_type);
+        if let Some(length) = upstream.get(header::CONTENT_LENGTH) {
+            headers.insert(header::CONTENT_LENGTH, length.clone());
         }
     }
-    let body = relay_body(response, endpoint.timeouts.idle, in_flight);
-    out.body(body)
-        .map_err(|e| ApiError::BodyRead(format!("cannot build the response: {e}")))
+    for name in &PASSED_THROUGH {
+        if let Some(value) = upstream.get(name) {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    if let Ok(id) = HeaderValue::from_str(&endpoint.id) {
+        headers.insert(ENDPOINT_ID, id);
+    }
+    let mut out = Response::new(relay_body(response, endpoint.timeouts.idle, in_flight));
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    Ok(out)
 }
 
 /// The whole request body, refusing more than `limit` bytes (before reading, when the client
