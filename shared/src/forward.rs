@@ -14,9 +14,10 @@
 //! Failover can only happen here, before any byte of an answer reaches the client: once an
 //! answer is returned, its body is relayed as is and a backend failure ends it.
 
+use crate::metrics::Outcome;
 use crate::routing::{self, EndpointView};
 use crate::state::AppRoute;
-use crate::throttle::{InFlight, now_ms};
+use crate::throttle::{InFlight, Shared, now_ms};
 use crate::upstream::{self, Attempt, Failure};
 use bytes::Bytes;
 use http::HeaderValue;
@@ -31,6 +32,8 @@ pub struct Forwarded {
     pub endpoint: usize,
     /// Holds the endpoint's in-flight count until the answer's body is relayed.
     pub in_flight: InFlight,
+    /// When the answering attempt started.
+    pub started: std::time::Instant,
 }
 
 /// Why no endpoint answered.
@@ -56,6 +59,7 @@ pub async fn forward(
     body: Bytes,
     request_id: &HeaderValue,
     default_wait: Duration,
+    shared: &Shared,
 ) -> Result<Forwarded, ForwardError> {
     let views: Vec<EndpointView> = route
         .app
@@ -81,27 +85,33 @@ pub async fn forward(
             note_wait(wait);
             continue;
         }
-        if let Err(wait) = live.throttle.try_acquire(now) {
+        if let Err(wait) = live.throttle.admit(shared, now).await {
             tracing::debug!(app = %route.app.id, endpoint = %endpoint.id, wait_ms = wait, "rpm budget spent, skipping");
             note_wait(wait);
             continue;
         }
         let in_flight = live.throttle.begin(now);
+        let started = std::time::Instant::now();
         match upstream::call(&live.client, endpoint, body.clone(), request_id).await {
             Attempt::Answer(response) => {
                 return Ok(Forwarded {
                     response,
                     endpoint: index,
                     in_flight,
+                    started,
                 });
             }
             Attempt::Throttled { wait } => {
+                live.metrics.count(Outcome::Throttled);
                 let wait = wait.unwrap_or(default_wait).as_millis() as u64;
-                live.throttle.circuit.open_until(now_ms() + wait);
+                let until = now_ms() + wait;
+                live.throttle.circuit.open_until(until);
+                shared.publish_circuit(live.throttle.key.clone(), until);
                 tracing::info!(app = %route.app.id, endpoint = %endpoint.id, wait_ms = wait, "endpoint throttled, circuit open");
                 note_wait(wait);
             }
             Attempt::Failed(failure) => {
+                live.metrics.count(Outcome::Failed);
                 tracing::warn!(app = %route.app.id, endpoint = %endpoint.id, %failure, "endpoint failed, failing over");
                 failures.push((endpoint.id.clone(), failure));
             }

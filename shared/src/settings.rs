@@ -30,6 +30,31 @@ pub struct Settings {
     /// `API_GATEWAY_SHUTDOWN_GRACE_SECS`: how long requests in flight may run after SIGTERM
     /// (default 30 s).
     pub shutdown_grace: Duration,
+    /// `DATABASE_URL` (or `API_GATEWAY_DATABASE_URL`): PostgreSQL for state shared across
+    /// instances; without it state stays in memory.
+    pub database_url: Option<DatabaseUrl>,
+    /// `API_GATEWAY_METRICS_CINTERVAL`: collection window length in minutes (default 60;
+    /// fractions allowed).
+    pub metrics_interval: Duration,
+    /// `API_GATEWAY_METRICS_CHISTORY`: how many windows are kept (default 24).
+    pub metrics_history: u32,
+    /// `API_GATEWAY_METRICS_FLUSH_SECS`: how often counters are written to the store (default 5).
+    pub metrics_flush: Duration,
+    /// `API_GATEWAY_SYNC_INTERVAL_MS`: how often circuit state is exchanged with the store
+    /// (default 250).
+    pub sync_interval: Duration,
+    /// This instance's unique name in the shared store: `{name}-{host}-{pid}`.
+    pub instance: String,
+}
+
+/// A database URL; never printed, since it usually holds a password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(pub String);
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl(***)")
+    }
 }
 
 impl Default for Settings {
@@ -44,6 +69,12 @@ impl Default for Settings {
             max_body_bytes: 4 * 1024 * 1024,
             default_retry_after: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
+            database_url: None,
+            metrics_interval: Duration::from_secs(3600),
+            metrics_history: 24,
+            metrics_flush: Duration::from_secs(5),
+            sync_interval: Duration::from_millis(250),
+            instance: format!("aigw-local-{}", std::process::id()),
         }
     }
 }
@@ -101,8 +132,78 @@ impl Settings {
             s.shutdown_grace =
                 Duration::from_secs(parse("API_GATEWAY_SHUTDOWN_GRACE_SECS", &v, "seconds")?);
         }
+        if let Some(v) = env
+            .var("DATABASE_URL")
+            .or_else(|| env.var("API_GATEWAY_DATABASE_URL"))
+            .filter(|v| !v.is_empty())
+        {
+            if !(v.starts_with("postgres://") || v.starts_with("postgresql://")) {
+                return Err(err(
+                    "DATABASE_URL",
+                    "must be a postgres:// or postgresql:// URL",
+                ));
+            }
+            s.database_url = Some(DatabaseUrl(v));
+        }
+        if let Some(v) = env.var("API_GATEWAY_METRICS_CINTERVAL") {
+            let minutes: f64 = parse("API_GATEWAY_METRICS_CINTERVAL", &v, "minutes")?;
+            if !(minutes.is_finite() && minutes > 0.0 && minutes <= 10_080.0) {
+                return Err(err(
+                    "API_GATEWAY_METRICS_CINTERVAL",
+                    "must be above 0 and at most a week",
+                ));
+            }
+            s.metrics_interval = Duration::from_secs_f64(minutes * 60.0);
+        }
+        if let Some(v) = env.var("API_GATEWAY_METRICS_CHISTORY") {
+            s.metrics_history = parse("API_GATEWAY_METRICS_CHISTORY", &v, "a number of windows")?;
+            if s.metrics_history == 0 {
+                return Err(err("API_GATEWAY_METRICS_CHISTORY", "must be at least 1"));
+            }
+        }
+        if let Some(v) = env.var("API_GATEWAY_METRICS_FLUSH_SECS") {
+            let secs: f64 = parse("API_GATEWAY_METRICS_FLUSH_SECS", &v, "seconds")?;
+            if !(secs.is_finite() && secs > 0.0) {
+                return Err(err("API_GATEWAY_METRICS_FLUSH_SECS", "must be above 0"));
+            }
+            s.metrics_flush = Duration::from_secs_f64(secs);
+        }
+        if let Some(v) = env.var("API_GATEWAY_SYNC_INTERVAL_MS") {
+            let ms: u64 = parse("API_GATEWAY_SYNC_INTERVAL_MS", &v, "milliseconds")?;
+            if !(10..=60_000).contains(&ms) {
+                return Err(err(
+                    "API_GATEWAY_SYNC_INTERVAL_MS",
+                    "must be from 10 to 60000",
+                ));
+            }
+            s.sync_interval = Duration::from_millis(ms);
+        }
+        let host = [
+            "WEBSITE_INSTANCE_ID",
+            "CONTAINER_APP_REPLICA_NAME",
+            "POD_NAME",
+            "HOSTNAME",
+        ]
+        .iter()
+        .find_map(|name| env.var(name).filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "local".into());
+        let host: String = host.chars().take(24).collect();
+        s.instance = format!("{}-{host}-{}", s.name, std::process::id());
         s.apply_args(args)?;
         Ok(s)
+    }
+
+    /// This instance's unique name in the shared store.
+    pub fn instance_id(&self) -> &str {
+        &self.instance
+    }
+
+    /// The metrics collection windows.
+    pub fn metrics_windows(&self) -> crate::metrics::Windows {
+        crate::metrics::Windows {
+            interval: self.metrics_interval,
+            history: self.metrics_history,
+        }
     }
 
     fn apply_args(&mut self, args: &[String]) -> Result<(), SettingsError> {

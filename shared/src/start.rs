@@ -5,6 +5,7 @@ use crate::config::{self, ConfigError};
 use crate::env::Env;
 use crate::settings::{Settings, SettingsError};
 use crate::state::{BuildError, Gateway};
+use crate::store::{MemoryStore, PostgresStore, SharedStore, StoreError};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -21,10 +22,31 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Build(#[from] BuildError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-/// Read settings and configuration, set up logging, and build the gateway.
-pub fn boot(env: &dyn Env, args: &[String]) -> Result<Arc<Gateway>, StartError> {
+/// The shared store the settings ask for: PostgreSQL when a database URL is set (schema applied
+/// on first contact; a database that is down only degrades to the local view), memory otherwise.
+pub async fn open_store(settings: &Settings) -> Result<Arc<dyn SharedStore>, StoreError> {
+    let Some(url) = &settings.database_url else {
+        return Ok(Arc::new(MemoryStore::new()));
+    };
+    let store = PostgresStore::connect_lazy(&url.0)?;
+    match tokio::time::timeout(std::time::Duration::from_secs(5), store.migrate()).await {
+        Ok(Ok(())) => tracing::info!("shared state in PostgreSQL (schema up to date)"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "PostgreSQL unavailable at start-up: running on local state until it answers")
+        }
+        Err(_) => tracing::warn!(
+            "PostgreSQL did not answer at start-up: running on local state until it does"
+        ),
+    }
+    Ok(Arc::new(store))
+}
+
+/// Read settings and configuration, set up logging, open the shared store and build the gateway.
+pub async fn boot(env: &dyn Env, args: &[String]) -> Result<Arc<Gateway>, StartError> {
     let settings = Settings::load(env, args)?;
     crate::telemetry::init(&settings.log_level);
     let path = settings.config_file.clone().ok_or(StartError::NoConfig)?;
@@ -37,7 +59,8 @@ pub fn boot(env: &dyn Env, args: &[String]) -> Result<Arc<Gateway>, StartError> 
         applications = config.applications.len(),
         "configuration loaded"
     );
-    Ok(Gateway::new(settings, config)?)
+    let store = open_store(&settings).await?;
+    Ok(Gateway::new(settings, config, store)?)
 }
 
 /// Where to listen: the port an Azure Functions host hands a custom handler (always on
@@ -55,14 +78,16 @@ pub fn listen_addr(settings: &Settings, env: &dyn Env) -> Result<SocketAddr, Set
     }
 }
 
-/// Serve `app` on a plain listener (or the Functions host's port) until SIGTERM or Ctrl-C, then
-/// drain. `name` prefixes messages. Returns the process exit code.
+/// Serve `gateway` through `app` on a plain listener (or the Functions host's port) until SIGTERM
+/// or Ctrl-C, then drain requests in flight and stop the background tasks (a last state sync and
+/// metrics flush). `name` prefixes messages. Returns the process exit code.
 pub async fn serve_until_signal(
     name: &str,
-    settings: &Settings,
+    gateway: &Arc<Gateway>,
     app: axum::Router,
 ) -> std::process::ExitCode {
     use std::process::ExitCode;
+    let settings = &gateway.settings;
     let addr = match listen_addr(settings, &crate::env::ProcessEnv) {
         Ok(addr) => addr,
         Err(e) => {
@@ -78,8 +103,11 @@ pub async fn serve_until_signal(
         }
     };
     tracing::info!(%addr, prefix = %settings.prefix(), "{name} listening");
+    let background = gateway.start_background();
     let shutdown = crate::server::shutdown_signal();
-    match crate::server::serve(listener, app, settings.shutdown_grace, shutdown).await {
+    let served = crate::server::serve(listener, app, settings.shutdown_grace, shutdown).await;
+    background.stop().await;
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{name}: server failed: {e}");
@@ -90,9 +118,9 @@ pub async fn serve_until_signal(
 
 /// [`boot`] from the process's own environment and arguments; on failure the message is
 /// printed (prefixed with `name`) and the exit code to return is given back.
-pub fn boot_process(name: &str) -> Result<Arc<Gateway>, std::process::ExitCode> {
+pub async fn boot_process(name: &str) -> Result<Arc<Gateway>, std::process::ExitCode> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    boot(&crate::env::ProcessEnv, &args).map_err(|e| {
+    boot(&crate::env::ProcessEnv, &args).await.map_err(|e| {
         eprintln!("{name}: {e}");
         std::process::ExitCode::from(2)
     })

@@ -3,17 +3,22 @@
 //!
 //! A request takes one [`Snapshot`] at its start and uses only that, so it sees either the old
 //! configuration and everything derived from it, or the new one, never a mix. Endpoint throttle
-//! state and HTTP clients live outside the swap in registries, and each new snapshot is wired to
-//! the same objects for the endpoints it still names.
+//! state, metric counters and HTTP clients live outside the swap in registries, and each new
+//! snapshot is wired to the same objects for the endpoints it still names. The shared store and
+//! the background tasks that talk to it also live outside.
 
 use crate::config::{Application, GatewayConfig};
+use crate::metrics::{self, EndpointMetrics, MetricsRegistry};
 use crate::settings::Settings;
-use crate::throttle::{EndpointThrottle, ThrottleRegistry};
+use crate::store::SharedStore;
+use crate::throttle::{self, EndpointThrottle, Shared, ThrottleRegistry};
 use crate::upstream::ClientCache;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// Everything derived from one configuration.
 #[derive(Debug)]
@@ -37,10 +42,11 @@ pub struct AppRoute {
     pub endpoints: Vec<RoutedEndpoint>,
 }
 
-/// An endpoint's live state and the client that calls it.
+/// An endpoint's live state, its counters and the client that calls it.
 #[derive(Debug)]
 pub struct RoutedEndpoint {
     pub throttle: Arc<EndpointThrottle>,
+    pub metrics: Arc<EndpointMetrics>,
     pub client: reqwest::Client,
 }
 
@@ -55,23 +61,33 @@ pub struct Gateway {
     pub settings: Settings,
     pub started: Instant,
     pub started_at: std::time::SystemTime,
+    pub shared: Arc<Shared>,
     live: ArcSwap<Snapshot>,
-    throttles: ThrottleRegistry,
+    throttles: Arc<ThrottleRegistry>,
+    metrics: Arc<MetricsRegistry>,
     clients: ClientCache,
 }
 
 impl Gateway {
-    /// A gateway serving `config`.
-    pub fn new(settings: Settings, config: GatewayConfig) -> Result<Arc<Self>, BuildError> {
-        let throttles = ThrottleRegistry::default();
+    /// A gateway serving `config`, sharing state through `store`.
+    pub fn new(
+        settings: Settings,
+        config: GatewayConfig,
+        store: Arc<dyn SharedStore>,
+    ) -> Result<Arc<Self>, BuildError> {
+        let throttles = Arc::new(ThrottleRegistry::default());
+        let metrics = Arc::new(MetricsRegistry::default());
         let clients = ClientCache::default();
-        let snapshot = build(Arc::new(config), &throttles, &clients)?;
+        let snapshot = build(Arc::new(config), &throttles, &metrics, &clients)?;
+        let shared = Arc::new(Shared::new(store, settings.instance_id()));
         Ok(Arc::new(Self {
             settings,
             started: Instant::now(),
             started_at: std::time::SystemTime::now(),
+            shared,
             live: ArcSwap::from_pointee(snapshot),
             throttles,
+            metrics,
             clients,
         }))
     }
@@ -84,7 +100,12 @@ impl Gateway {
     /// Swap in a new (already validated) configuration. Requests in flight finish on the old
     /// snapshot; endpoint state of endpoints that still exist carries over.
     pub fn reload(&self, config: GatewayConfig) -> Result<(), BuildError> {
-        let snapshot = build(Arc::new(config), &self.throttles, &self.clients)?;
+        let snapshot = build(
+            Arc::new(config),
+            &self.throttles,
+            &self.metrics,
+            &self.clients,
+        )?;
         let keep = |app: &str, ep: &str| {
             snapshot
                 .app(app)
@@ -94,11 +115,68 @@ impl Gateway {
         self.live.store(Arc::new(snapshot));
         Ok(())
     }
+
+    /// Bring this instance in step with the shared store once (what the sync task does on
+    /// every tick). Returns whether the store answered.
+    pub async fn sync_now(&self) -> bool {
+        self.shared.sync_once(&self.throttles).await
+    }
+
+    /// Write this instance's counters to the store now (what the flusher does periodically).
+    pub async fn flush_metrics(&self) -> bool {
+        let window = self.settings.metrics_windows().start_of(throttle::now_ms());
+        self.metrics.flush(&self.shared, window).await
+    }
+
+    /// Start the background tasks (state sync, metrics flusher). Stop them with
+    /// [`Background::stop`], which also flushes what is left.
+    pub fn start_background(self: &Arc<Self>) -> Background {
+        let (stop, stopped) = watch::channel(false);
+        let sync = tokio::spawn(throttle::sync::run(
+            self.shared.clone(),
+            self.throttles.clone(),
+            self.settings.sync_interval,
+            stopped.clone(),
+        ));
+        let flusher = tokio::spawn(metrics::run(
+            self.metrics.clone(),
+            self.shared.clone(),
+            self.settings.metrics_windows(),
+            self.settings.metrics_flush,
+            stopped,
+        ));
+        Background {
+            stop,
+            tasks: vec![("state sync", sync), ("metrics flusher", flusher)],
+        }
+    }
+}
+
+/// The running background tasks of one gateway.
+#[derive(Debug)]
+pub struct Background {
+    stop: watch::Sender<bool>,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl Background {
+    /// Ask every task to finish its last round, and wait (bounded) for them.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for (name, task) in self.tasks {
+            match tokio::time::timeout(Duration::from_secs(10), task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(task = name, error = %e, "background task failed"),
+                Err(_) => tracing::warn!(task = name, "background task did not stop in time"),
+            }
+        }
+    }
 }
 
 fn build(
     config: Arc<GatewayConfig>,
     throttles: &ThrottleRegistry,
+    metrics: &MetricsRegistry,
     clients: &ClientCache,
 ) -> Result<Snapshot, BuildError> {
     let mut apps = HashMap::with_capacity(config.applications.len());
@@ -107,8 +185,10 @@ fn build(
             .endpoints
             .iter()
             .map(|ep| {
+                let throttle = throttles.resolve(&app.id, &ep.id, ep.rpm);
                 Ok(RoutedEndpoint {
-                    throttle: throttles.resolve(&app.id, &ep.id, ep.rpm),
+                    metrics: metrics.resolve(&throttle.key),
+                    throttle,
                     client: clients.get(ep.timeouts.connect)?,
                 })
             })

@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: a real gateway on an ephemeral port, wired to
 //! simulated backends, and small polling helpers that await a condition instead of sleeping.
 
+use aigw_core::state::Background;
+use aigw_core::store::{MemoryStore, SharedStore};
 use aigw_core::{Gateway, Settings, config};
 use serde_json::{Value, json};
 use std::future::Future;
@@ -21,6 +23,7 @@ pub struct TestGateway {
     pub gateway: Arc<Gateway>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    background: Option<Background>,
 }
 
 impl TestGateway {
@@ -32,9 +35,20 @@ impl TestGateway {
     /// Start a gateway with the given settings (host and port are ignored: an ephemeral port on
     /// loopback is used).
     pub async fn start_with(config: Value, settings: Settings) -> Self {
+        Self::start_shared(config, settings, Arc::new(MemoryStore::new())).await
+    }
+
+    /// Start a gateway sharing state through `store` (several gateways on one store behave as
+    /// instances of one deployment).
+    pub async fn start_shared(
+        config: Value,
+        settings: Settings,
+        store: Arc<dyn SharedStore>,
+    ) -> Self {
         let env: [(&str, &str); 0] = [];
         let config = config::validate(config, &env).expect("test config is valid");
-        let gateway = Gateway::new(settings, config).expect("gateway builds");
+        let gateway = Gateway::new(settings, config, store).expect("gateway builds");
+        let background = Some(gateway.start_background());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -48,6 +62,7 @@ impl TestGateway {
             gateway,
             stop: Some(stop),
             task,
+            background,
         }
     }
 
@@ -61,12 +76,17 @@ impl TestGateway {
         format!("{}/api/v1/dev/apirouter/lb/{app}", self.url())
     }
 
-    /// Begin a graceful shutdown and wait for the server to finish draining.
+    /// Begin a graceful shutdown and wait for the server to finish draining and the
+    /// background tasks to stop (a last sync and metrics flush).
     pub async fn shutdown(mut self) -> std::io::Result<()> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        (&mut self.task).await.unwrap()
+        let served = (&mut self.task).await.unwrap();
+        if let Some(background) = self.background.take() {
+            background.stop().await;
+        }
+        served
     }
 
     /// Begin a graceful shutdown without waiting.
@@ -77,8 +97,12 @@ impl TestGateway {
     }
 
     /// Wait for the server task to end.
-    pub async fn finished(self) -> std::io::Result<()> {
-        self.task.await.unwrap()
+    pub async fn finished(mut self) -> std::io::Result<()> {
+        let served = (&mut self.task).await.unwrap();
+        if let Some(background) = self.background.take() {
+            background.stop().await;
+        }
+        served
     }
 }
 
@@ -170,4 +194,47 @@ pub async fn post_chat(gw: &TestGateway, app: &str, text: &str, stream: bool) ->
         .send()
         .await
         .unwrap()
+}
+
+/// A fresh, empty PostgreSQL database for one test, on the server `scripts/test` starts
+/// (`AIGW_TEST_DATABASE_URL`). Returns its URL.
+pub async fn test_database() -> String {
+    let admin = std::env::var("AIGW_TEST_DATABASE_URL").expect(
+        "AIGW_TEST_DATABASE_URL is not set: run the suite with scripts/test, which starts PostgreSQL",
+    );
+    database_on(&admin).await
+}
+
+/// A fresh database on the server of `admin_url`.
+pub async fn database_on(admin_url: &str) -> String {
+    use sqlx::Connection;
+    let name = format!("t_{}", uuid_like());
+    let mut conn = sqlx::PgConnection::connect(admin_url)
+        .await
+        .expect("test PostgreSQL reachable");
+    // DDL cannot bind identifiers; the name is generated here from hex digits only.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .unwrap_or(admin_url);
+    format!("{base}/{name}")
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{:x}{:x}{:x}",
+        nanos,
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let gateway = match start::boot_process("gateway") {
+    let gateway = match start::boot_process("gateway").await {
         Ok(gateway) => gateway,
         Err(code) => return code,
     };
-    let settings = gateway.settings.clone();
-    start::serve_until_signal("gateway", &settings, aigw_core::router_app(gateway)).await
+    let app = aigw_core::router_app(gateway.clone());
+    start::serve_until_signal("gateway", &gateway, app).await
 }

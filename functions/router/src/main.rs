@@ -7,12 +7,11 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let gateway = match start::boot_process("router") {
+    let gateway = match start::boot_process("router").await {
         Ok(gateway) => gateway,
         Err(code) => return code,
     };
-    let settings = gateway.settings.clone();
-    let app = aigw_core::router_app(gateway);
+    let app = aigw_core::router_app(gateway.clone());
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         // Lambda owns the socket; the runtime exits when its environment is reclaimed.
         return match lambda_http::run_with_streaming_response(app).await {
@@ -23,5 +22,5 @@ async fn main() -> ExitCode {
             }
         };
     }
-    start::serve_until_signal("router", &settings, app).await
+    start::serve_until_signal("router", &gateway, app).await
 }

@@ -4,6 +4,7 @@
 use super::error::ApiError;
 use super::request_id::RequestId;
 use crate::forward::{self, Forwarded};
+use crate::metrics::Recorder;
 use crate::state::Gateway;
 use crate::upstream::relay_body;
 use axum::Extension;
@@ -62,17 +63,19 @@ pub async fn handle(
 
     let Forwarded {
         response,
-        endpoint,
+        endpoint: index,
         in_flight,
+        started,
     } = forward::forward(
         route,
         body,
         &request_id,
         gateway.settings.default_retry_after,
+        &gateway.shared,
     )
     .await?;
 
-    let endpoint = &route.app.endpoints[endpoint];
+    let endpoint = &route.app.endpoints[index];
     let status = response.status();
     let mut headers = HeaderMap::with_capacity(8);
     let upstream = response.headers();
@@ -102,7 +105,13 @@ pub async fn handle(
     if let Ok(id) = HeaderValue::from_str(&endpoint.id) {
         headers.insert(ENDPOINT_ID, id);
     }
-    let mut out = Response::new(relay_body(response, endpoint.timeouts.idle, in_flight));
+    let recorder = Recorder::new(
+        route.endpoints[index].metrics.clone(),
+        status,
+        started,
+        in_flight,
+    );
+    let mut out = Response::new(relay_body(response, endpoint.timeouts.idle, recorder));
     *out.status_mut() = status;
     *out.headers_mut() = headers;
     Ok(out)

@@ -7,45 +7,72 @@
 //! built; requests reach their endpoint's state through the snapshot without any lock.
 
 mod circuit;
+mod permits;
 mod retry_after;
 mod rpm;
+pub mod sync;
 
 pub use circuit::Circuit;
+pub use permits::{Admit, PermitPool};
 pub use retry_after::parse_wait;
 pub use rpm::RpmLimiter;
+pub use sync::Shared;
+
+use crate::store::EndpointKey;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Live state of one endpoint of one application.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EndpointThrottle {
+    pub key: EndpointKey,
     pub circuit: Circuit,
+    /// The local sliding window: this instance's own admissions, and the whole limit when the
+    /// shared store is unreachable.
     rpm: Option<RpmLimiter>,
+    /// This instance's leased share of the global limit.
+    permits: PermitPool,
     in_flight: AtomicU32,
     last_used_ms: AtomicU64,
 }
 
 impl EndpointThrottle {
-    fn new(rpm: Option<u32>) -> Self {
+    fn new(key: EndpointKey, rpm: Option<u32>) -> Self {
         Self {
+            key,
+            circuit: Circuit::default(),
             rpm: rpm.map(RpmLimiter::new),
-            ..Self::default()
+            permits: PermitPool::default(),
+            in_flight: AtomicU32::new(0),
+            last_used_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Admit one request under the RPM limit, global across instances through `shared` (always
+    /// admitted without a limit). `Err` carries the milliseconds until a permit frees up.
+    pub async fn admit(&self, shared: &Shared, now_ms: u64) -> Result<(), u64> {
+        let Some(local) = &self.rpm else {
+            return Ok(());
+        };
+        match self
+            .permits
+            .acquire(&self.key, local.limit(), shared, now_ms)
+            .await
+        {
+            Admit::Yes => {
+                local.record(now_ms);
+                Ok(())
+            }
+            Admit::No(wait) => Err(wait),
+            Admit::Unavailable => local.try_acquire(now_ms),
         }
     }
 
     /// The RPM limiter, when the endpoint has a limit.
     pub fn rpm(&self) -> Option<&RpmLimiter> {
         self.rpm.as_ref()
-    }
-
-    /// Admit one request under the RPM limit (always admitted without a limit).
-    pub fn try_acquire(&self, now_ms: u64) -> Result<(), u64> {
-        match &self.rpm {
-            Some(limiter) => limiter.try_acquire(now_ms),
-            None => Ok(()),
-        }
     }
 
     pub fn in_flight(&self) -> u32 {
@@ -74,9 +101,6 @@ impl Drop for InFlight {
     }
 }
 
-/// (application id, endpoint id).
-type EndpointKey = (Arc<str>, Arc<str>);
-
 /// The in-memory store of endpoint state, keyed by (application id, endpoint id).
 #[derive(Debug, Default)]
 pub struct ThrottleRegistry {
@@ -93,7 +117,10 @@ impl ThrottleRegistry {
         rpm: Option<u32>,
     ) -> Arc<EndpointThrottle> {
         let mut map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (app.clone(), endpoint.clone());
+        let key = EndpointKey {
+            app: app.clone(),
+            endpoint: endpoint.clone(),
+        };
         if let Some(existing) = map.get(&key) {
             match (existing.rpm(), rpm) {
                 (Some(limiter), Some(limit)) => {
@@ -104,7 +131,7 @@ impl ThrottleRegistry {
                 _ => {}
             }
         }
-        let fresh = Arc::new(EndpointThrottle::new(rpm));
+        let fresh = Arc::new(EndpointThrottle::new(key.clone(), rpm));
         if let Some(old) = map.get(&key) {
             fresh.circuit.open_until(old.circuit.until_ms());
         }
@@ -115,7 +142,22 @@ impl ThrottleRegistry {
     /// Forget endpoints the current configuration no longer names.
     pub fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
         let mut map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|(app, ep), _| keep(app, ep));
+        map.retain(|key, _| keep(&key.app, &key.endpoint));
+    }
+
+    /// The state of one endpoint, if the current configuration names it.
+    pub fn get(&self, key: &EndpointKey) -> Option<Arc<EndpointThrottle>> {
+        let map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(key).cloned()
+    }
+
+    /// Every circuit open at `now_ms`, with the moment it closes.
+    pub fn open_circuits(&self, now_ms: u64) -> Vec<(EndpointKey, u64)> {
+        let map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        map.values()
+            .filter(|t| t.circuit.wait_ms(now_ms).is_some())
+            .map(|t| (t.key.clone(), t.circuit.until_ms()))
+            .collect()
     }
 }
 
@@ -152,7 +194,7 @@ mod tests {
 
     #[test]
     fn in_flight_guard_counts() {
-        let t = Arc::new(EndpointThrottle::new(None));
+        let t = Arc::new(EndpointThrottle::new(EndpointKey::new("a", "e"), None));
         let g1 = t.begin(5);
         let g2 = t.begin(6);
         assert_eq!(t.in_flight(), 2);

@@ -58,6 +58,20 @@ impl RpmLimiter {
         Err((oldest_blocking + WINDOW_MS).saturating_sub(now_ms).max(1))
     }
 
+    /// Count an admission decided elsewhere (a globally leased permit), so that the local view
+    /// stays right if it has to take over. The log never grows past the limit.
+    pub fn record(&self, now_ms: u64) {
+        let limit = self.limit() as usize;
+        let mut log = self
+            .log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        while log.front().is_some_and(|t| t + WINDOW_MS <= now_ms) || log.len() >= limit.max(1) {
+            log.pop_front();
+        }
+        log.push_back(now_ms);
+    }
+
     /// Admissions left in the current window.
     pub fn remaining(&self, now_ms: u64) -> u32 {
         let log = self

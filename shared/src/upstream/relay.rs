@@ -2,6 +2,7 @@
 //! on at once (no buffering), a stalled backend ends the body after the idle timeout, and when
 //! the client goes away the body is dropped, which drops the backend connection with it.
 
+use crate::metrics::Recorder;
 use axum::body::Body;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, stream};
@@ -17,31 +18,32 @@ pub enum RelayError {
     Backend(#[from] reqwest::Error),
 }
 
-/// The backend's body as a client body. `guard` lives as long as the body (it is where the
-/// in-flight count and, later, metrics are closed).
-pub fn relay_body<G: Send + 'static>(
-    response: reqwest::Response,
-    idle: Duration,
-    guard: G,
-) -> Body {
-    Body::from_stream(with_idle_timeout(response.bytes_stream(), idle, guard))
+/// The backend's body as a client body. `recorder` sees every piece and lives as long as the
+/// body, so it counts the answer when the body ends, however it ends.
+pub fn relay_body(response: reqwest::Response, idle: Duration, recorder: Recorder) -> Body {
+    Body::from_stream(with_idle_timeout(response.bytes_stream(), idle, recorder))
 }
 
-fn with_idle_timeout<S, G>(
+fn with_idle_timeout<S>(
     upstream: S,
     idle: Duration,
-    guard: G,
+    recorder: Recorder,
 ) -> impl Stream<Item = Result<Bytes, RelayError>> + Send + 'static
 where
     S: Stream<Item = Result<Bytes, reqwest::Error>> + Send + Unpin + 'static,
-    G: Send + 'static,
 {
-    stream::unfold(Some((upstream, guard)), move |state| async move {
-        let (mut upstream, guard) = state?;
+    stream::unfold(Some((upstream, recorder)), move |state| async move {
+        let (mut upstream, mut recorder) = state?;
         match tokio::time::timeout(idle, upstream.next()).await {
-            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some((upstream, guard)))),
+            Ok(Some(Ok(chunk))) => {
+                recorder.chunk(&chunk);
+                Some((Ok(chunk), Some((upstream, recorder))))
+            }
             Ok(Some(Err(e))) => Some((Err(RelayError::Backend(e)), None)),
-            Ok(None) => None,
+            Ok(None) => {
+                recorder.complete();
+                None
+            }
             Err(_) => Some((Err(RelayError::Idle(idle)), None)),
         }
     })

@@ -54,7 +54,7 @@ async fn main() -> ExitCode {
     if !has_config && std::env::var_os("API_GATEWAY_CONFIG_FILE").is_none() {
         args.extend(["--config".to_owned(), DEMO_CONFIG.to_owned()]);
     }
-    let gateway = match start::boot(&ProcessEnv, &args) {
+    let gateway = match start::boot(&ProcessEnv, &args).await {
         Ok(gateway) => gateway,
         Err(e) => {
             eprintln!("demo: {e}");
@@ -73,5 +73,6 @@ async fn main() -> ExitCode {
         settings.port,
         settings.prefix()
     );
-    start::serve_until_signal("demo", &settings, aigw_core::router_app(gateway)).await
+    let app = aigw_core::router_app(gateway.clone());
+    start::serve_until_signal("demo", &gateway, app).await
 }

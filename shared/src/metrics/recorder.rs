@@ -1,0 +1,74 @@
+//! Watching one relayed body: keeps its tail for the usage, and when the body ends — completely,
+//! broken, or because the client went away — counts the answer once.
+
+use super::usage::{self, TAIL_BYTES};
+use super::{EndpointMetrics, Outcome};
+use crate::throttle::InFlight;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Lives as long as the relayed body (it also holds the endpoint's in-flight count).
+#[derive(Debug)]
+pub struct Recorder {
+    metrics: Arc<EndpointMetrics>,
+    started: Instant,
+    tail: Vec<u8>,
+    complete: bool,
+    /// What a non-success answer counts as (a 400 is a content filter; other 4xx failures).
+    not_success: Option<Outcome>,
+    _in_flight: InFlight,
+}
+
+impl Recorder {
+    pub fn new(
+        metrics: Arc<EndpointMetrics>,
+        status: http::StatusCode,
+        started: Instant,
+        in_flight: InFlight,
+    ) -> Self {
+        let not_success = match status.as_u16() {
+            200..=299 => None,
+            400 => Some(Outcome::Filtered),
+            _ => Some(Outcome::Failed),
+        };
+        Self {
+            metrics,
+            started,
+            tail: Vec::new(),
+            complete: false,
+            not_success,
+            _in_flight: in_flight,
+        }
+    }
+
+    /// One piece of the body went to the client.
+    pub fn chunk(&mut self, bytes: &Bytes) {
+        if bytes.len() >= TAIL_BYTES {
+            self.tail.clear();
+            self.tail
+                .extend_from_slice(&bytes[bytes.len() - TAIL_BYTES..]);
+        } else {
+            let overflow = (self.tail.len() + bytes.len()).saturating_sub(TAIL_BYTES);
+            self.tail.drain(..overflow);
+            self.tail.extend_from_slice(bytes);
+        }
+    }
+
+    /// The body reached its end.
+    pub fn complete(&mut self) {
+        self.complete = true;
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if let Some(outcome) = self.not_success {
+            self.metrics.count(outcome);
+            return;
+        }
+        let usage = usage::parse(&self.tail);
+        self.metrics
+            .answered(self.started.elapsed(), usage, self.complete);
+    }
+}
