@@ -1,1 +1,239 @@
-//! placeholder
+//! Several gateway instances on one PostgreSQL behave as one gateway, and a database outage
+//! degrades them to their local view without failing a request.
+
+use aigw_core::Settings;
+use aigw_core::store::{PostgresStore, SharedStore};
+use aigw_tests::*;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PG_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/pg");
+
+async fn instance(config: &serde_json::Value, url: &str, name: &str) -> TestGateway {
+    let store: Arc<dyn SharedStore> = Arc::new(PostgresStore::connect_lazy(url).unwrap());
+    store.ping().await.unwrap();
+    let settings = Settings {
+        instance: name.into(),
+        ..Settings::default()
+    };
+    TestGateway::start_shared(config.clone(), settings, store).await
+}
+
+fn served_by(r: &reqwest::Response) -> String {
+    r.headers()["x-endpoint-id"].to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_429_on_one_instance_steers_the_others_away_within_a_second() {
+    let url = test_database().await;
+    let a = simulator(
+        "a",
+        Behaviour {
+            fail_next: Some(1),
+            ..throttled(30_000)
+        },
+    )
+    .await;
+    let b = simulator("b", Behaviour::default()).await;
+    let config = app_config("chat", &[("ptu", &a.url(), None), ("payg", &b.url(), None)]);
+    let gws = [
+        instance(&config, &url, "i1").await,
+        instance(&config, &url, "i2").await,
+        instance(&config, &url, "i3").await,
+    ];
+
+    let seen = Instant::now();
+    assert_eq!(
+        served_by(&post_chat(&gws[0], "chat", "hi", false).await),
+        "payg"
+    );
+    assert_eq!(a.stats().status_429, 1);
+    // The others learn of it through the database within the sync bound.
+    for gw in &gws[1..] {
+        let steered = eventually(Duration::from_secs(1), || async {
+            let route = gw.gateway.snapshot();
+            let ep = &route.app("chat").unwrap().endpoints[0];
+            ep.throttle
+                .circuit
+                .wait_ms(aigw_core::throttle::now_ms())
+                .is_some()
+        })
+        .await;
+        assert!(
+            steered,
+            "instance learnt of the 429 within 1 s (took {:?})",
+            seen.elapsed()
+        );
+        assert_eq!(served_by(&post_chat(gw, "chat", "hi", false).await), "payg");
+    }
+    assert_eq!(
+        a.stats().requests,
+        1,
+        "no instance called the throttled endpoint again"
+    );
+}
+
+#[tokio::test]
+async fn the_rpm_limit_holds_across_instances_under_concurrent_load() {
+    let url = test_database().await;
+    let a = simulator("a", Behaviour::default()).await;
+    let b = simulator("b", Behaviour::default()).await;
+    let config = app_config(
+        "chat",
+        &[("ptu", &a.url(), Some(40)), ("payg", &b.url(), None)],
+    );
+    let gws = [
+        instance(&config, &url, "i1").await,
+        instance(&config, &url, "i2").await,
+        instance(&config, &url, "i3").await,
+    ];
+
+    let requests = (0..180).map(|i| post_chat(&gws[i % 3], "chat", "hi", false));
+    let answers = futures_util::future::join_all(requests).await;
+    assert!(
+        answers.iter().all(|r| r.status() == 200),
+        "every request answered"
+    );
+    let on_a = answers.iter().filter(|r| served_by(r) == "ptu").count();
+    assert_eq!(a.stats().requests as usize, on_a);
+    assert!(
+        on_a <= 40,
+        "the global limit of 40 held: {on_a} reached the endpoint"
+    );
+    assert!(on_a >= 30, "most of the budget was usable: {on_a}");
+}
+
+/// A private PostgreSQL server for one test, stopped when dropped.
+struct PrivatePg {
+    dir: String,
+    port: u16,
+}
+
+impl PrivatePg {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = format!("/tmp/aigw-pg-outage-{}-{port}", std::process::id());
+        let pg = Self { dir, port };
+        pg.up();
+        pg
+    }
+
+    fn run(&self, action: &str) {
+        let status = Command::new(PG_SCRIPT)
+            .args([action, "--dir", &self.dir, "--port", &self.port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "scripts/pg {action} failed");
+    }
+
+    fn up(&self) {
+        self.run("start");
+    }
+
+    fn down(&self) {
+        let status = Command::new(PG_SCRIPT)
+            .args(["stop", "--dir", &self.dir])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "postgres://gateway:gateway@127.0.0.1:{}/postgres",
+            self.port
+        )
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let _ = Command::new(PG_SCRIPT)
+            .args(["stop", "--dir", &self.dir])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn a_database_outage_fails_no_request_and_state_reconciles_after_it() {
+    let pg = PrivatePg::start();
+    let url = database_on(&pg.url()).await;
+    let a = simulator("a", Behaviour::default()).await;
+    let b = simulator("b", Behaviour::default()).await;
+    let config = app_config(
+        "chat",
+        &[("ptu", &a.url(), Some(100_000)), ("payg", &b.url(), None)],
+    );
+    let (one, two) = (
+        instance(&config, &url, "i1").await,
+        instance(&config, &url, "i2").await,
+    );
+
+    let burst = |n: usize| {
+        let (one, two) = (&one, &two);
+        async move {
+            let started = Instant::now();
+            let answers = futures_util::future::join_all(
+                (0..n).map(|i| post_chat(if i % 2 == 0 { one } else { two }, "chat", "hi", false)),
+            )
+            .await;
+            (
+                answers.iter().filter(|r| r.status() == 200).count(),
+                started.elapsed(),
+            )
+        }
+    };
+    assert_eq!(burst(20).await.0, 20);
+
+    pg.down();
+    for _ in 0..3 {
+        let (ok, took) = burst(20).await;
+        assert_eq!(ok, 20, "every request answered while the database is down");
+        assert!(
+            took < Duration::from_secs(3),
+            "no request waited long on the dead database: {took:?}"
+        );
+    }
+    assert!(!one.gateway.sync_now().await, "the store is unreachable");
+    assert!(!one.gateway.shared.is_up(), "and the instance knows it");
+
+    // A 429 seen by one instance during the outage...
+    a.set_behaviour(Behaviour {
+        fail_next: Some(1),
+        ..throttled(60_000)
+    });
+    assert_eq!(
+        served_by(&post_chat(&one, "chat", "hi", false).await),
+        "payg"
+    );
+    a.set_behaviour(Behaviour::default());
+
+    // ... reaches the other once the database is back.
+    pg.up();
+    let reconciled = eventually(Duration::from_secs(10), || async {
+        let route = two.gateway.snapshot();
+        let ep = &route.app("chat").unwrap().endpoints[0];
+        ep.throttle
+            .circuit
+            .wait_ms(aigw_core::throttle::now_ms())
+            .is_some()
+    })
+    .await;
+    assert!(
+        reconciled,
+        "the circuit opened during the outage was shared after recovery"
+    );
+    assert!(one.gateway.shared.is_up() && two.gateway.shared.is_up());
+    assert_eq!(
+        served_by(&post_chat(&two, "chat", "hi", false).await),
+        "payg"
+    );
+    assert_eq!(burst(20).await.0, 20);
+}

@@ -125,3 +125,34 @@ pub async fn boot_process(name: &str) -> Result<Arc<Gateway>, std::process::Exit
         std::process::ExitCode::from(2)
     })
 }
+
+/// `gateway migrate`: apply the schema migrations to `DATABASE_URL` and exit (they are also
+/// applied at start-up; this is for deployment pipelines).
+pub async fn migrate_command(env: &dyn Env) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let settings = match Settings::load(env, &[]) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("migrate: invalid setting {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(url) = settings.database_url else {
+        eprintln!("migrate: DATABASE_URL is not set");
+        return ExitCode::from(2);
+    };
+    let result = match PostgresStore::connect_lazy(&url.0) {
+        Ok(store) => store.migrate().await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => {
+            println!("migrate: schema up to date");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("migrate: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
