@@ -22,6 +22,6 @@ pub mod upstream;
 
 pub use config::GatewayConfig;
 pub use env::{Env, ProcessEnv};
-pub use http::router_app;
+pub use http::{admin_app, gateway_app, router_app};
 pub use settings::Settings;
 pub use state::Gateway;

@@ -45,6 +45,31 @@ pub struct Settings {
     pub sync_interval: Duration,
     /// This instance's unique name in the shared store: `{name}-{host}-{pid}`.
     pub instance: String,
+    /// `API_GATEWAY_KEY`: the bearer key for `POST {prefix}/reconfig` (reconfiguration is off
+    /// without it). Never printed.
+    pub gateway_key: Option<GatewayKey>,
+}
+
+/// The gateway's admin key, compared in constant time and never printed.
+#[derive(Clone)]
+pub struct GatewayKey(String);
+
+impl GatewayKey {
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(key.into())
+    }
+
+    /// Whether `presented` is the key, in time that does not depend on where they differ.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.as_bytes().ct_eq(presented).into()
+    }
+}
+
+impl std::fmt::Debug for GatewayKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GatewayKey(***)")
+    }
 }
 
 /// A database URL; never printed, since it usually holds a password.
@@ -75,6 +100,7 @@ impl Default for Settings {
             metrics_flush: Duration::from_secs(5),
             sync_interval: Duration::from_millis(250),
             instance: format!("aigw-local-{}", std::process::id()),
+            gateway_key: None,
         }
     }
 }

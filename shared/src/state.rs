@@ -16,6 +16,7 @@ use crate::upstream::ClientCache;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -50,6 +51,34 @@ pub struct RoutedEndpoint {
     pub client: reqwest::Client,
 }
 
+/// How often each instance looks for a newer stored configuration.
+const CONFIG_POLL: Duration = Duration::from_secs(1);
+
+/// The config watch task: [`Gateway::follow_config`] every second until stopped.
+async fn config_watch(gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(CONFIG_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = gateway.follow_config().await {
+                    gateway.shared.report_failure(&e);
+                }
+            }
+            () = crate::throttle::sync::stopped(&mut stop) => break,
+        }
+    }
+}
+
+/// Why a new configuration could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
 /// Why a snapshot could not be built from a valid configuration.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build an HTTP client: {0}")]
@@ -63,6 +92,8 @@ pub struct Gateway {
     pub started_at: std::time::SystemTime,
     pub shared: Arc<Shared>,
     live: ArcSwap<Snapshot>,
+    /// The stored configuration version the live snapshot came from (0: the start-up file).
+    config_version: AtomicI64,
     throttles: Arc<ThrottleRegistry>,
     metrics: Arc<MetricsRegistry>,
     clients: ClientCache,
@@ -86,6 +117,7 @@ impl Gateway {
             started_at: std::time::SystemTime::now(),
             shared,
             live: ArcSwap::from_pointee(snapshot),
+            config_version: AtomicI64::new(0),
             throttles,
             metrics,
             clients,
@@ -116,6 +148,63 @@ impl Gateway {
         Ok(())
     }
 
+    /// Store a validated configuration as a new version and swap it in here; the other
+    /// instances pick it up from the store ([`Gateway::follow_config`]).
+    pub async fn apply_config(
+        &self,
+        raw: serde_json::Value,
+        config: GatewayConfig,
+    ) -> Result<i64, ApplyError> {
+        let version = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.shared
+                .store
+                .save_config(&raw, self.shared.instance.as_ref()),
+        )
+        .await
+        .map_err(|_| ApplyError::Store(crate::store::StoreError::Timeout))??;
+        self.reload(config)?;
+        self.config_version.fetch_max(version, Ordering::AcqRel);
+        Ok(version)
+    }
+
+    /// The stored configuration version the live snapshot came from (0: the start-up file).
+    pub fn config_version(&self) -> i64 {
+        self.config_version.load(Ordering::Acquire)
+    }
+
+    /// If the store holds a newer configuration than the live one, validate it here and swap
+    /// it in. A version that does not validate on this instance (an `env:` key missing here,
+    /// say) is logged and skipped, and the running configuration stays.
+    pub async fn follow_config(&self) -> Result<bool, crate::store::StoreError> {
+        let Some(latest) = self.shared.store.latest_config_version().await? else {
+            return Ok(false);
+        };
+        if latest <= self.config_version() {
+            return Ok(false);
+        }
+        let Some((version, raw)) = self.shared.store.latest_config().await? else {
+            return Ok(false);
+        };
+        self.config_version.fetch_max(version, Ordering::AcqRel);
+        match crate::config::validate(raw, &crate::env::ProcessEnv) {
+            Ok(config) => match self.reload(config) {
+                Ok(()) => {
+                    tracing::info!(version, "configuration version applied");
+                    Ok(true)
+                }
+                Err(e) => {
+                    tracing::error!(version, error = %e, "configuration version could not be applied");
+                    Ok(false)
+                }
+            },
+            Err(e) => {
+                tracing::error!(version, error = %e, "stored configuration version is invalid here; keeping the running one");
+                Ok(false)
+            }
+        }
+    }
+
     /// Bring this instance in step with the shared store once (what the sync task does on
     /// every tick). Returns whether the store answered.
     pub async fn sync_now(&self) -> bool {
@@ -132,6 +221,7 @@ impl Gateway {
     /// [`Background::stop`], which also flushes what is left.
     pub fn start_background(self: &Arc<Self>) -> Background {
         let (stop, stopped) = watch::channel(false);
+        let stopped_config = stopped.clone();
         let sync = tokio::spawn(throttle::sync::run(
             self.shared.clone(),
             self.throttles.clone(),
@@ -145,9 +235,14 @@ impl Gateway {
             self.settings.metrics_flush,
             stopped,
         ));
+        let watch = tokio::spawn(config_watch(self.clone(), stopped_config));
         Background {
             stop,
-            tasks: vec![("state sync", sync), ("metrics flusher", flusher)],
+            tasks: vec![
+                ("state sync", sync),
+                ("metrics flusher", flusher),
+                ("config watch", watch),
+            ],
         }
     }
 }

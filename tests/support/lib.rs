@@ -52,7 +52,7 @@ impl TestGateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let app = aigw_core::router_app(gateway.clone());
+        let app = aigw_core::gateway_app(gateway.clone());
         let grace = gateway.settings.shutdown_grace;
         let task = tokio::spawn(aigw_core::server::serve(listener, app, grace, async move {
             let _ = stopped.await;

@@ -14,6 +14,6 @@ async fn main() -> ExitCode {
         Ok(gateway) => gateway,
         Err(code) => return code,
     };
-    let app = aigw_core::router_app(gateway.clone());
+    let app = aigw_core::gateway_app(gateway.clone());
     start::serve_until_signal("gateway", &gateway, app).await
 }

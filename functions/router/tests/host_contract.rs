@@ -86,6 +86,27 @@ fn the_router_function_is_exactly_http_in_and_out() {
     assert!(methods.contains(&"post") && methods.contains(&"get"));
 }
 
+#[test]
+fn the_admin_function_is_http_in_and_out_behind_a_function_key() {
+    let admin = Path::new(ROOT).join("functions/admin/functionapp");
+    let folders = function_folders(&admin);
+    assert_eq!(folders.len(), 1);
+    let f = read_json(&folders[0].join("function.json"));
+    let bindings = f["bindings"].as_array().unwrap();
+    assert_eq!(bindings.len(), 2);
+    assert_eq!(bindings[0]["type"], "httpTrigger");
+    assert_eq!(bindings[1]["type"], "http");
+    assert_eq!(
+        bindings[0]["authLevel"], "function",
+        "operators' routes need the host's key"
+    );
+    let route = bindings[0]["route"].as_str().unwrap();
+    assert!(
+        !route.starts_with("admin"),
+        "routes under admin/ clash with the host's own"
+    );
+}
+
 /// A staged Function App in a fresh temporary folder: host.json, the function folders, and the
 /// router binary as `handler`.
 fn stage() -> PathBuf {

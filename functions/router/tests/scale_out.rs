@@ -27,12 +27,11 @@ impl Router {
 }
 
 async fn start_routers(config: &serde_json::Value, database_url: &str, n: usize) -> Vec<Router> {
-    let dir = std::env::temp_dir().join(format!("aigw-scale-{}-{}", std::process::id(), n));
+    let dir = std::env::temp_dir().join(format!("aigw-scale-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join(format!(
-        "config-{}.json",
-        Instant::now().elapsed().as_nanos()
-    ));
+    // Each test has its own database, so its name keeps the tests' config files apart.
+    let db = database_url.rsplit('/').next().unwrap();
+    let file = dir.join(format!("config-{db}.json"));
     std::fs::write(&file, config.to_string()).unwrap();
     let mut routers = Vec::new();
     for i in 0..n {
@@ -45,7 +44,10 @@ async fn start_routers(config: &serde_json::Value, database_url: &str, n: usize)
             .env("API_GATEWAY_CONFIG_FILE", &file)
             .env("API_GATEWAY_PORT", port.to_string())
             .env("API_GATEWAY_NAME", format!("router{i}"))
-            .env("API_GATEWAY_LOG_LEVEL", "warn")
+            .env(
+                "API_GATEWAY_LOG_LEVEL",
+                std::env::var("AIGW_TEST_ROUTER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .env("DATABASE_URL", database_url)
             .env_remove("FUNCTIONS_CUSTOMHANDLER_PORT")
             .env_remove("AWS_LAMBDA_RUNTIME_API")

@@ -2,6 +2,7 @@
 //! OpenAI-shaped body (`{"error":{"message","type","param","code"}}`), the right status and,
 //! for 429, `retry-after`.
 
+use crate::config::ConfigError;
 use crate::forward::ForwardError;
 use crate::upstream::Failure;
 use axum::Json;
@@ -30,6 +31,14 @@ pub enum ApiError {
     InvalidJson(String),
     #[error(transparent)]
     Forward(#[from] ForwardError),
+    #[error("a valid gateway key is required: send it as 'Authorization: Bearer <key>'")]
+    Unauthorized,
+    #[error("reconfiguration is disabled: API_GATEWAY_KEY is not set")]
+    ReconfigDisabled,
+    #[error("the configuration was not applied: {0}")]
+    InvalidConfig(#[from] ConfigError),
+    #[error("the shared store is unavailable: {0}")]
+    StoreUnavailable(String),
 }
 
 impl ApiError {
@@ -41,7 +50,11 @@ impl ApiError {
             ApiError::InactiveApp(_)
             | ApiError::BadPath(_)
             | ApiError::BodyRead(_)
-            | ApiError::InvalidJson(_) => StatusCode::BAD_REQUEST,
+            | ApiError::InvalidJson(_)
+            | ApiError::InvalidConfig(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::ReconfigDisabled => StatusCode::FORBIDDEN,
+            ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Forward(ForwardError::AllBusy { .. }) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Forward(ForwardError::AllFailed { failures }) => {
@@ -68,11 +81,16 @@ impl ApiError {
             // Azure OpenAI's own 429 body says "429"; clients match on it.
             ApiError::Forward(ForwardError::AllBusy { .. }) => "429",
             ApiError::Forward(ForwardError::AllFailed { .. }) => "backend_unavailable",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::ReconfigDisabled => "reconfig_disabled",
+            ApiError::InvalidConfig(_) => "invalid_configuration",
+            ApiError::StoreUnavailable(_) => "store_unavailable",
         }
     }
 
     fn kind(&self) -> &'static str {
         match self.status_code().as_u16() {
+            401 => "authentication_error",
             429 => "rate_limit_error",
             500..=599 => "api_error",
             _ => "invalid_request_error",
@@ -83,7 +101,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status_code();
-        let body = json!({
+        let mut body = json!({
             "error": {
                 "message": self.to_string(),
                 "type": self.kind(),
@@ -91,6 +109,14 @@ impl IntoResponse for ApiError {
                 "code": self.code(),
             }
         });
+        if let ApiError::InvalidConfig(e) = &self {
+            // Every problem, each with the JSON path of the bad field.
+            body["error"]["details"] = e
+                .problems()
+                .into_iter()
+                .map(|p| json!({"path": p.path, "message": p.message}))
+                .collect();
+        }
         let mut response = (status, Json(body)).into_response();
         if let ApiError::Forward(ForwardError::AllBusy { retry_after_secs }) = self {
             response

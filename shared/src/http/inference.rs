@@ -38,6 +38,14 @@ pub struct AppPath {
 struct Probe {
     #[serde(default)]
     stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
 }
 
 /// `POST .../lb/{app_id}` and its SDK-shaped variants.
@@ -60,6 +68,17 @@ pub async fn handle(
     let probe: Probe =
         serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     let stream = probe.stream.unwrap_or(false);
+    // Streams are counted in tokens too: ask for the usage chunk when the client did not, and
+    // keep it from that client.
+    let client_wants_usage = probe
+        .stream_options
+        .and_then(|o| o.include_usage)
+        .unwrap_or(false);
+    let strip_usage = stream && !client_wants_usage;
+    let body = match strip_usage {
+        true => crate::upstream::usage_chunk::request_usage(&body).unwrap_or(body),
+        false => body,
+    };
 
     let Forwarded {
         response,
@@ -108,10 +127,16 @@ pub async fn handle(
     let recorder = Recorder::new(
         route.endpoints[index].metrics.clone(),
         status,
+        stream,
         started,
         in_flight,
     );
-    let mut out = Response::new(relay_body(response, endpoint.timeouts.idle, recorder));
+    let mut out = Response::new(relay_body(
+        response,
+        endpoint.timeouts.idle,
+        recorder,
+        strip_usage && status.is_success(),
+    ));
     *out.status_mut() = status;
     *out.headers_mut() = headers;
     Ok(out)

@@ -70,12 +70,17 @@ pub async fn instance_info(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
     }))
 }
 
-/// `GET {prefix}/healthz`.
+/// `GET {prefix}/healthz`: always 200 while the process serves (a database outage degrades
+/// features, not the gateway), with the shared store's state.
 pub async fn healthz(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
+    let up = gateway.shared.is_up();
     Json(json!({
-        "status": "OK",
+        "status": if up { "OK" } else { "Degraded" },
         "serverName": gateway.settings.name,
+        "instance": gateway.settings.instance_id(),
         "serverVersion": env!("CARGO_PKG_VERSION"),
         "uptimeSecs": gateway.started.elapsed().as_secs(),
+        "store": { "kind": gateway.shared.store.kind(), "state": if up { "up" } else { "down" } },
+        "configVersion": gateway.config_version(),
     }))
 }

@@ -1,8 +1,10 @@
-//! The axum apps every host serves. [`router_app`] is the router function: inference routes,
-//! `instanceinfo` and `healthz` under `/api/v1/{env}/apirouter` (and the Node gateway's newer
-//! `/aigateway` spelling), plus the Azure OpenAI SDK paths. Unknown paths and wrong methods get
+//! The axum apps every host serves: [`router_app`] (inference routes under
+//! `/api/v1/{env}/apirouter` — and the Node gateway's newer `/aigateway` spelling — plus the Azure
+//! OpenAI SDK paths), [`admin_app`] (metrics and reconfiguration) and [`gateway_app`] (both).
+//! Each also serves `instanceinfo` and `healthz`. Unknown paths and wrong methods get
 //! OpenAI-shaped errors too.
 
+mod admin;
 mod error;
 mod inference;
 mod info;
@@ -16,29 +18,62 @@ use axum::extract::Request;
 use axum::routing::{get, post};
 use std::sync::Arc;
 
-/// The router function's app.
+/// Which routes an app serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Parts {
+    Router,
+    Admin,
+    All,
+}
+
+/// The router function's app: inference, `instanceinfo`, `healthz`.
 pub fn router_app(gateway: Arc<Gateway>) -> Router {
+    app(gateway, Parts::Router)
+}
+
+/// The admin function's app: metrics (JSON under the prefix, Prometheus at `/metrics`),
+/// `reconfig`, `instanceinfo`, `healthz`.
+pub fn admin_app(gateway: Arc<Gateway>) -> Router {
+    app(gateway, Parts::Admin)
+}
+
+/// Both, for the all-in-one gateway.
+pub fn gateway_app(gateway: Arc<Gateway>) -> Router {
+    app(gateway, Parts::All)
+}
+
+fn app(gateway: Arc<Gateway>, parts: Parts) -> Router {
     let env = &gateway.settings.env_name;
-    let scoped = Router::new()
-        .route("/lb/{app_id}", post(inference::handle))
-        .route("/lb/{app_id}/{*operation}", post(inference::handle))
-        .route(
-            "/lb/openai/deployments/{app_id}/{*operation}",
-            post(inference::handle),
-        )
-        .route(
-            "/lb/deployments/{app_id}/{*operation}",
-            post(inference::handle),
-        )
+    let mut scoped = Router::new()
         .route("/instanceinfo", get(info::instance_info))
         .route("/healthz", get(info::healthz));
-    Router::new()
-        .nest(&format!("/api/v1/{env}/apirouter"), scoped.clone())
-        .nest(&format!("/api/v1/{env}/aigateway"), scoped)
-        .route(
+    let mut root = Router::new();
+    if parts != Parts::Admin {
+        scoped = scoped
+            .route("/lb/{app_id}", post(inference::handle))
+            .route("/lb/{app_id}/{*operation}", post(inference::handle))
+            .route(
+                "/lb/openai/deployments/{app_id}/{*operation}",
+                post(inference::handle),
+            )
+            .route(
+                "/lb/deployments/{app_id}/{*operation}",
+                post(inference::handle),
+            );
+        root = root.route(
             "/openai/deployments/{app_id}/{*operation}",
             post(inference::handle),
-        )
+        );
+    }
+    if parts != Parts::Router {
+        scoped = scoped
+            .route("/metrics", get(admin::metrics))
+            .route("/metrics/{app_id}", get(admin::app_metrics))
+            .route("/reconfig", post(admin::reconfig));
+        root = root.route("/metrics", get(admin::prometheus));
+    }
+    root.nest(&format!("/api/v1/{env}/apirouter"), scoped.clone())
+        .nest(&format!("/api/v1/{env}/aigateway"), scoped)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(request_id::stamp))

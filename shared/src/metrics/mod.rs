@@ -12,11 +12,12 @@
 //!    `API_GATEWAY_METRICS_CINTERVAL` minutes) are pruned.
 
 mod recorder;
+pub mod report;
 pub mod usage;
 
 pub use recorder::Recorder;
 
-use crate::store::{Counters, EndpointKey, MetricsRow};
+use crate::store::{BUCKETS, Counters, EndpointKey, Histogram, MetricsRow};
 use crate::throttle::sync::stopped;
 use crate::throttle::{Shared, now_ms};
 use std::collections::HashMap;
@@ -37,6 +38,34 @@ pub struct EndpointMetrics {
     total_tokens: AtomicU64,
     latency_ms_sum: AtomicU64,
     latency_count: AtomicU64,
+    latency: AtomicHistogram,
+    ttft_ms_sum: AtomicU64,
+    ttft_count: AtomicU64,
+    ttft: AtomicHistogram,
+}
+
+/// A histogram the request path can add to without locks.
+#[derive(Debug, Default)]
+struct AtomicHistogram([AtomicU64; BUCKETS]);
+
+impl AtomicHistogram {
+    fn observe(&self, ms: u64) {
+        self.0[Histogram::bucket_of(ms)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn take(&self) -> Histogram {
+        let mut h = Histogram::default();
+        for (slot, a) in h.0.iter_mut().zip(&self.0) {
+            *slot = a.swap(0, Ordering::AcqRel);
+        }
+        h
+    }
+
+    fn restore(&self, h: &Histogram) {
+        for (a, v) in self.0.iter().zip(h.0) {
+            a.fetch_add(v, Ordering::AcqRel);
+        }
+    }
 }
 
 /// How one attempt on an endpoint ended, for counting.
@@ -60,15 +89,29 @@ impl EndpointMetrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Count a relayed answer: its latency and, when the body said, its tokens.
-    pub fn answered(&self, latency: Duration, usage: Option<usage::Usage>, complete: bool) {
+    /// Count a relayed answer: its latency, its time to first token (streams) and, when the body
+    /// said, its tokens.
+    pub fn answered(
+        &self,
+        latency: Duration,
+        ttft: Option<Duration>,
+        usage: Option<usage::Usage>,
+        complete: bool,
+    ) {
         self.calls.fetch_add(1, Ordering::Relaxed);
         if !complete {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
-        self.latency_ms_sum
-            .fetch_add(latency.as_millis() as u64, Ordering::Relaxed);
+        let ms = latency.as_millis() as u64;
+        self.latency_ms_sum.fetch_add(ms, Ordering::Relaxed);
         self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency.observe(ms);
+        if let Some(ttft) = ttft {
+            let ms = ttft.as_millis() as u64;
+            self.ttft_ms_sum.fetch_add(ms, Ordering::Relaxed);
+            self.ttft_count.fetch_add(1, Ordering::Relaxed);
+            self.ttft.observe(ms);
+        }
         if let Some(u) = usage {
             self.prompt_tokens.fetch_add(u.prompt, Ordering::Relaxed);
             self.completion_tokens
@@ -90,6 +133,10 @@ impl EndpointMetrics {
             total_tokens: t(&self.total_tokens),
             latency_ms_sum: t(&self.latency_ms_sum),
             latency_count: t(&self.latency_count),
+            latency: self.latency.take(),
+            ttft_ms_sum: t(&self.ttft_ms_sum),
+            ttft_count: t(&self.ttft_count),
+            ttft: self.ttft.take(),
         }
     }
 
@@ -105,6 +152,10 @@ impl EndpointMetrics {
         a(&self.total_tokens, c.total_tokens);
         a(&self.latency_ms_sum, c.latency_ms_sum);
         a(&self.latency_count, c.latency_count);
+        self.latency.restore(&c.latency);
+        a(&self.ttft_ms_sum, c.ttft_ms_sum);
+        a(&self.ttft_count, c.ttft_count);
+        self.ttft.restore(&c.ttft);
     }
 }
 

@@ -15,6 +15,13 @@ pub struct Recorder {
     started: Instant,
     tail: Vec<u8>,
     complete: bool,
+    /// The declared body length: the server stops polling a body once that much is sent, so
+    /// reaching it is what "complete" means for such a body.
+    expected_len: Option<u64>,
+    received: u64,
+    /// Time to the first piece of a streamed body.
+    first_chunk: Option<std::time::Duration>,
+    stream: bool,
     /// What a non-success answer counts as (a 400 is a content filter; other 4xx failures).
     not_success: Option<Outcome>,
     _in_flight: InFlight,
@@ -24,6 +31,7 @@ impl Recorder {
     pub fn new(
         metrics: Arc<EndpointMetrics>,
         status: http::StatusCode,
+        stream: bool,
         started: Instant,
         in_flight: InFlight,
     ) -> Self {
@@ -37,13 +45,29 @@ impl Recorder {
             started,
             tail: Vec::new(),
             complete: false,
+            expected_len: None,
+            received: 0,
+            first_chunk: None,
+            stream,
             not_success,
             _in_flight: in_flight,
         }
     }
 
+    /// The backend declared the body's length.
+    pub fn expect_len(&mut self, len: Option<u64>) {
+        self.expected_len = len;
+    }
+
     /// One piece of the body went to the client.
     pub fn chunk(&mut self, bytes: &Bytes) {
+        self.received += bytes.len() as u64;
+        if self.expected_len.is_some_and(|len| self.received >= len) {
+            self.complete = true;
+        }
+        if self.stream && self.first_chunk.is_none() {
+            self.first_chunk = Some(self.started.elapsed());
+        }
         if bytes.len() >= TAIL_BYTES {
             self.tail.clear();
             self.tail
@@ -68,7 +92,11 @@ impl Drop for Recorder {
             return;
         }
         let usage = usage::parse(&self.tail);
-        self.metrics
-            .answered(self.started.elapsed(), usage, self.complete);
+        self.metrics.answered(
+            self.started.elapsed(),
+            self.first_chunk,
+            usage,
+            self.complete,
+        );
     }
 }

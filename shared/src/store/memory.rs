@@ -19,6 +19,7 @@ struct Inner {
     leases: HashMap<EndpointKey, Vec<LeaseRow>>,
     next_lease: i64,
     metrics: BTreeMap<(EndpointKey, u64, String), Counters>,
+    configs: Vec<serde_json::Value>,
 }
 
 #[derive(Debug)]
@@ -154,5 +155,28 @@ impl SharedStore for MemoryStore {
             .metrics
             .retain(|(_, window, _), _| *window >= before_ms);
         Ok(())
+    }
+
+    async fn save_config(
+        &self,
+        body: &serde_json::Value,
+        _instance: &str,
+    ) -> Result<i64, StoreError> {
+        let mut inner = self.lock();
+        inner.configs.push(body.clone());
+        Ok(inner.configs.len() as i64)
+    }
+
+    async fn latest_config(&self) -> Result<Option<(i64, serde_json::Value)>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .configs
+            .last()
+            .map(|c| (inner.configs.len() as i64, c.clone())))
+    }
+
+    async fn latest_config_version(&self) -> Result<Option<i64>, StoreError> {
+        let inner = self.lock();
+        Ok((!inner.configs.is_empty()).then_some(inner.configs.len() as i64))
     }
 }

@@ -55,6 +55,81 @@ pub struct Lease {
     pub retry_after_ms: u64,
 }
 
+/// Upper bounds (milliseconds) of the latency histogram buckets; the last bucket is unbounded.
+pub const BUCKET_BOUNDS_MS: [u64; BUCKETS - 1] = [
+    1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000,
+];
+/// Number of histogram buckets.
+pub const BUCKETS: usize = 16;
+
+/// A latency histogram: counts per [`BUCKET_BOUNDS_MS`] bucket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Histogram(pub [u64; BUCKETS]);
+
+impl Histogram {
+    /// The bucket a duration falls in.
+    pub fn bucket_of(ms: u64) -> usize {
+        BUCKET_BOUNDS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(BUCKETS - 1)
+    }
+
+    pub fn add(&mut self, other: &Histogram) {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a += b;
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// The `q`-quantile (0–1) in milliseconds: linear within the bucket it falls in; the open
+    /// last bucket reports its lower bound. `None` without observations.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = (q.clamp(0.0, 1.0) * total as f64).max(1.0);
+        let mut seen = 0.0;
+        for (i, n) in self.0.iter().enumerate() {
+            let n = *n as f64;
+            if n > 0.0 && seen + n >= rank {
+                let lower = if i == 0 {
+                    0.0
+                } else {
+                    BUCKET_BOUNDS_MS[i - 1] as f64
+                };
+                let Some(upper) = BUCKET_BOUNDS_MS.get(i) else {
+                    return Some(lower);
+                };
+                return Some(lower + (*upper as f64 - lower) * ((rank - seen) / n));
+            }
+            seen += n;
+        }
+        None
+    }
+
+    /// As stored: a plain array.
+    pub fn to_vec(&self) -> Vec<i64> {
+        self.0
+            .iter()
+            .map(|v| i64::try_from(*v).unwrap_or(i64::MAX))
+            .collect()
+    }
+
+    /// From a stored array (missing buckets count 0; extra ones are ignored).
+    pub fn from_slice(v: &[i64]) -> Self {
+        let mut h = Histogram::default();
+        for (slot, n) in h.0.iter_mut().zip(v) {
+            *slot = u64::try_from(*n).unwrap_or(0);
+        }
+        h
+    }
+}
+
 /// Metric counters of one endpoint over one collection window.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -67,6 +142,11 @@ pub struct Counters {
     pub total_tokens: u64,
     pub latency_ms_sum: u64,
     pub latency_count: u64,
+    pub latency: Histogram,
+    /// Time to first token of streamed answers.
+    pub ttft_ms_sum: u64,
+    pub ttft_count: u64,
+    pub ttft: Histogram,
 }
 
 impl Counters {
@@ -80,6 +160,10 @@ impl Counters {
         self.total_tokens += other.total_tokens;
         self.latency_ms_sum += other.latency_ms_sum;
         self.latency_count += other.latency_count;
+        self.latency.add(&other.latency);
+        self.ttft_ms_sum += other.ttft_ms_sum;
+        self.ttft_count += other.ttft_count;
+        self.ttft.add(&other.ttft);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -148,6 +232,19 @@ pub trait SharedStore: Send + Sync + fmt::Debug + 'static {
 
     /// Forget metric windows that started before `before_ms`.
     async fn prune_metrics(&self, before_ms: u64) -> Result<(), StoreError>;
+
+    /// Record an accepted configuration; returns its version (increasing).
+    async fn save_config(
+        &self,
+        body: &serde_json::Value,
+        instance: &str,
+    ) -> Result<i64, StoreError>;
+
+    /// The newest configuration version, if any was saved.
+    async fn latest_config(&self) -> Result<Option<(i64, serde_json::Value)>, StoreError>;
+
+    /// The newest configuration version number (cheap; polled by every instance).
+    async fn latest_config_version(&self) -> Result<Option<i64>, StoreError>;
 }
 
 /// The grant rule both stores apply, given the permits still counted against the window and

@@ -2,12 +2,13 @@
 //! parameters; the schema lives in `migrations/` and is applied on first contact.
 
 use super::{
-    Counters, EndpointKey, LEASE_VALID_MS, Lease, MetricsRow, SharedStore, StoreError, WINDOW_MS,
-    grant,
+    Counters, EndpointKey, Histogram, LEASE_VALID_MS, Lease, MetricsRow, SharedStore, StoreError,
+    WINDOW_MS, grant,
 };
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Row};
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -192,8 +193,9 @@ impl SharedStore for PostgresStore {
             let c = &row.counters;
             sqlx::query(
                 "INSERT INTO gw_metrics (instance, app_id, endpoint_id, window_start_ms, calls, failed, throttled,
-                     filtered, prompt_tokens, completion_tokens, total_tokens, latency_ms_sum, latency_count)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                     filtered, prompt_tokens, completion_tokens, total_tokens, latency_ms_sum, latency_count,
+                     latency_buckets, ttft_ms_sum, ttft_count, ttft_buckets)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
                  ON CONFLICT (app_id, endpoint_id, window_start_ms, instance) DO UPDATE SET
                      calls = gw_metrics.calls + EXCLUDED.calls,
                      failed = gw_metrics.failed + EXCLUDED.failed,
@@ -203,7 +205,13 @@ impl SharedStore for PostgresStore {
                      completion_tokens = gw_metrics.completion_tokens + EXCLUDED.completion_tokens,
                      total_tokens = gw_metrics.total_tokens + EXCLUDED.total_tokens,
                      latency_ms_sum = gw_metrics.latency_ms_sum + EXCLUDED.latency_ms_sum,
-                     latency_count = gw_metrics.latency_count + EXCLUDED.latency_count",
+                     latency_count = gw_metrics.latency_count + EXCLUDED.latency_count,
+                     latency_buckets = ARRAY(SELECT COALESCE(a, 0) + COALESCE(b, 0)
+                         FROM unnest(gw_metrics.latency_buckets, EXCLUDED.latency_buckets) AS t(a, b)),
+                     ttft_ms_sum = gw_metrics.ttft_ms_sum + EXCLUDED.ttft_ms_sum,
+                     ttft_count = gw_metrics.ttft_count + EXCLUDED.ttft_count,
+                     ttft_buckets = ARRAY(SELECT COALESCE(a, 0) + COALESCE(b, 0)
+                         FROM unnest(gw_metrics.ttft_buckets, EXCLUDED.ttft_buckets) AS t(a, b))",
             )
             .bind(instance)
             .bind(&*row.key.app)
@@ -218,6 +226,10 @@ impl SharedStore for PostgresStore {
             .bind(ms(c.total_tokens))
             .bind(ms(c.latency_ms_sum))
             .bind(ms(c.latency_count))
+            .bind(c.latency.to_vec())
+            .bind(ms(c.ttft_ms_sum))
+            .bind(ms(c.ttft_count))
+            .bind(c.ttft.to_vec())
             .execute(&mut *tx)
             .await?;
         }
@@ -227,39 +239,48 @@ impl SharedStore for PostgresStore {
 
     async fn metrics(&self, since_ms: u64) -> Result<Vec<MetricsRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT app_id, endpoint_id, window_start_ms,
-                    SUM(calls)::BIGINT, SUM(failed)::BIGINT, SUM(throttled)::BIGINT, SUM(filtered)::BIGINT,
-                    SUM(prompt_tokens)::BIGINT, SUM(completion_tokens)::BIGINT, SUM(total_tokens)::BIGINT,
-                    SUM(latency_ms_sum)::BIGINT, SUM(latency_count)::BIGINT
-             FROM gw_metrics WHERE window_start_ms >= $1
-             GROUP BY app_id, endpoint_id, window_start_ms
-             ORDER BY app_id, endpoint_id, window_start_ms",
+            "SELECT app_id, endpoint_id, window_start_ms, calls, failed, throttled, filtered,
+                    prompt_tokens, completion_tokens, total_tokens, latency_ms_sum, latency_count,
+                    latency_buckets, ttft_ms_sum, ttft_count, ttft_buckets
+             FROM gw_metrics WHERE window_start_ms >= $1",
         )
         .bind(ms(since_ms))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let app: String = r.try_get(0)?;
-                let endpoint: String = r.try_get(1)?;
-                let n = |i: usize| r.try_get::<i64, _>(i).map(unms);
-                Ok(MetricsRow {
-                    key: EndpointKey::new(&app, &endpoint),
-                    window_start_ms: n(2)?,
-                    counters: Counters {
-                        calls: n(3)?,
-                        failed: n(4)?,
-                        throttled: n(5)?,
-                        filtered: n(6)?,
-                        prompt_tokens: n(7)?,
-                        completion_tokens: n(8)?,
-                        total_tokens: n(9)?,
-                        latency_ms_sum: n(10)?,
-                        latency_count: n(11)?,
-                    },
-                })
+        // Histograms are summed element-wise, which is simplest here rather than in SQL.
+        let mut summed: BTreeMap<(EndpointKey, u64), Counters> = BTreeMap::new();
+        for r in &rows {
+            let app: String = r.try_get(0)?;
+            let endpoint: String = r.try_get(1)?;
+            let n = |i: usize| r.try_get::<i64, _>(i).map(unms);
+            let counters = Counters {
+                calls: n(3)?,
+                failed: n(4)?,
+                throttled: n(5)?,
+                filtered: n(6)?,
+                prompt_tokens: n(7)?,
+                completion_tokens: n(8)?,
+                total_tokens: n(9)?,
+                latency_ms_sum: n(10)?,
+                latency_count: n(11)?,
+                latency: Histogram::from_slice(&r.try_get::<Vec<i64>, _>(12)?),
+                ttft_ms_sum: n(13)?,
+                ttft_count: n(14)?,
+                ttft: Histogram::from_slice(&r.try_get::<Vec<i64>, _>(15)?),
+            };
+            summed
+                .entry((EndpointKey::new(&app, &endpoint), n(2)?))
+                .or_default()
+                .add(&counters);
+        }
+        Ok(summed
+            .into_iter()
+            .map(|((key, window_start_ms), counters)| MetricsRow {
+                key,
+                window_start_ms,
+                counters,
             })
-            .collect()
+            .collect())
     }
 
     async fn prune_metrics(&self, before_ms: u64) -> Result<(), StoreError> {
@@ -268,5 +289,39 @@ impl SharedStore for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn save_config(
+        &self,
+        body: &serde_json::Value,
+        instance: &str,
+    ) -> Result<i64, StoreError> {
+        let version = sqlx::query_scalar(
+            "INSERT INTO gw_config (body, created_by) VALUES ($1, $2) RETURNING version",
+        )
+        .bind(sqlx::types::Json(body))
+        .bind(instance)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(version)
+    }
+
+    async fn latest_config(&self) -> Result<Option<(i64, serde_json::Value)>, StoreError> {
+        let row = sqlx::query("SELECT version, body FROM gw_config ORDER BY version DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            None => Ok(None),
+            Some(r) => {
+                let body: sqlx::types::Json<serde_json::Value> = r.try_get(1)?;
+                Ok(Some((r.try_get(0)?, body.0)))
+            }
+        }
+    }
+
+    async fn latest_config_version(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT MAX(version) FROM gw_config")
+            .fetch_one(&self.pool)
+            .await?)
     }
 }

@@ -6,6 +6,7 @@
 
 mod client;
 mod relay;
+pub mod usage_chunk;
 
 pub use client::ClientCache;
 pub use relay::relay_body;

@@ -73,6 +73,6 @@ async fn main() -> ExitCode {
         settings.port,
         settings.prefix()
     );
-    let app = aigw_core::router_app(gateway.clone());
+    let app = aigw_core::gateway_app(gateway.clone());
     start::serve_until_signal("demo", &gateway, app).await
 }

@@ -1,0 +1,27 @@
+//! The admin function: metrics (JSON under the prefix, Prometheus at `/metrics`), live
+//! reconfiguration, `instanceinfo` and `healthz`. Like the router: an Azure Functions custom
+//! handler, a Lambda function or a plain server, chosen from the environment. It reads the
+//! metrics every router instance writes to the shared store, and stores new configurations
+//! that every router instance picks up.
+
+use aigw_core::start;
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let gateway = match start::boot_process("admin").await {
+        Ok(gateway) => gateway,
+        Err(code) => return code,
+    };
+    let app = aigw_core::admin_app(gateway.clone());
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+        return match lambda_http::run(app).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("admin: lambda runtime failed: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    start::serve_until_signal("admin", &gateway, app).await
+}
