@@ -23,6 +23,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// The answer that ended the search.
 #[derive(Debug)]
@@ -92,7 +93,11 @@ pub async fn forward(
         }
         let in_flight = live.throttle.begin(now);
         let started = std::time::Instant::now();
-        match upstream::call(&live.client, endpoint, body.clone(), request_id).await {
+        let attempt = tracing::info_span!("upstream", endpoint = %endpoint.id);
+        match upstream::call(&live.client, endpoint, body.clone(), request_id)
+            .instrument(attempt)
+            .await
+        {
             Attempt::Answer(response) => {
                 return Ok(Forwarded {
                     response,

@@ -48,7 +48,7 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn SharedStore>, Sto
 /// Read settings and configuration, set up logging, open the shared store and build the gateway.
 pub async fn boot(env: &dyn Env, args: &[String]) -> Result<Arc<Gateway>, StartError> {
     let settings = Settings::load(env, args)?;
-    crate::telemetry::init(&settings.log_level);
+    crate::telemetry::init(&settings.log_level, env);
     let path = settings.config_file.clone().ok_or(StartError::NoConfig)?;
     let config = config::load_file(&path, env)?;
     for field in &config.unused {
@@ -107,6 +107,7 @@ pub async fn serve_until_signal(
     let shutdown = crate::server::shutdown_signal();
     let served = crate::server::serve(listener, app, settings.shutdown_grace, shutdown).await;
     background.stop().await;
+    crate::telemetry::shutdown();
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -17,6 +17,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// Backend response headers the client gets to see.
 const PASSED_THROUGH: [HeaderName; 2] = [
@@ -57,6 +58,26 @@ pub async fn handle(
     body: Body,
 ) -> Result<Response, ApiError> {
     let Path(AppPath { app_id }) = path.map_err(|e| ApiError::BadPath(e.body_text()))?;
+    let span = tracing::info_span!(
+        "inference",
+        app = %app_id,
+        request_id = ?request_id,
+        stream = tracing::field::Empty,
+        endpoint = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
+    handle_in(gateway, app_id, request_id, headers, body)
+        .instrument(span)
+        .await
+}
+
+async fn handle_in(
+    gateway: Arc<Gateway>,
+    app_id: String,
+    request_id: HeaderValue,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let snapshot = gateway.snapshot();
     let route = snapshot
         .app(&app_id)
@@ -68,6 +89,7 @@ pub async fn handle(
     let probe: Probe =
         serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     let stream = probe.stream.unwrap_or(false);
+    tracing::Span::current().record("stream", stream);
     // Streams are counted in tokens too: ask for the usage chunk when the client did not, and
     // keep it from that client.
     let client_wants_usage = probe
@@ -96,6 +118,9 @@ pub async fn handle(
 
     let endpoint = &route.app.endpoints[index];
     let status = response.status();
+    let span = tracing::Span::current();
+    span.record("endpoint", &*endpoint.id);
+    span.record("status", status.as_u16());
     let mut headers = HeaderMap::with_capacity(8);
     let upstream = response.headers();
     if stream && status.is_success() {
