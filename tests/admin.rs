@@ -118,9 +118,10 @@ async fn metrics_match_a_scripted_load() {
 }
 
 #[tokio::test]
-async fn a_client_that_asks_for_usage_still_gets_it() {
+async fn a_client_that_asks_for_usage_still_gets_it_and_its_tokens_count() {
     let a = simulator("a", Behaviour::default()).await;
     let gw = TestGateway::start(app_config("chat", &[("ptu", &a.url(), None)])).await;
+    let json_tokens = tokens_of(post_chat(&gw, "chat", "hi", false).await).await;
     let mut body = chat_body("hi", true);
     body["stream_options"] = json!({"include_usage": true});
     let text = reqwest::Client::new()
@@ -133,6 +134,13 @@ async fn a_client_that_asks_for_usage_still_gets_it() {
         .await
         .unwrap();
     assert!(text.contains("\"usage\":{"), "{text}");
+    let m = get_json(format!("{}/api/v1/dev/apirouter/metrics", gw.url())).await;
+    let ptu = &endpoint(&m, 0, "ptu")["metrics"];
+    assert_eq!(
+        ptu["kInferenceTokens"].as_f64().unwrap(),
+        (json_tokens * 2) as f64 / 1000.0
+    );
+    assert_eq!(ptu["timeToFirstToken"]["streams"], 1);
 }
 
 #[tokio::test]
