@@ -107,6 +107,11 @@ async fn metrics_match_a_scripted_load() {
     assert_eq!(m["successApiCalls"], 5);
     assert_eq!(m["failedApiCalls"], 1 + throttled_on_a);
     assert_eq!(m["historyCount"], 24);
+    assert_eq!(
+        m["gatewayOverhead"]["requests"], 6,
+        "one per relayed answer"
+    );
+    assert!(m["gatewayOverhead"]["p99Us"].is_number());
 
     let one = get_json(format!("{}/api/v1/dev/apirouter/metrics/chat", gw.url())).await;
     assert_eq!(one["applicationId"], "chat");
@@ -283,6 +288,10 @@ async fn prometheus_output_parses() {
     assert_eq!(
         samples[r#"aigw_circuit_open{app="chat",endpoint="ptu"}"#],
         0.0
+    );
+    assert_eq!(
+        samples["aigw_gateway_overhead_us_count"], 4.0,
+        "the gateway's own cost, per request"
     );
 }
 

@@ -35,6 +35,8 @@ pub struct Forwarded {
     pub in_flight: InFlight,
     /// When the answering attempt started.
     pub started: std::time::Instant,
+    /// Time spent waiting on backends, all attempts together (up to the answer's headers).
+    pub upstream: Duration,
 }
 
 /// Why no endpoint answered.
@@ -75,6 +77,7 @@ pub async fn forward(
         .collect();
     let order = routing::order(route.app.strategy, &views, fastrand::u64(..));
 
+    let mut upstream_time = Duration::ZERO;
     let mut shortest_wait: Option<u64> = None;
     let mut failures = Vec::new();
     let mut note_wait =
@@ -94,16 +97,18 @@ pub async fn forward(
         let in_flight = live.throttle.begin(now);
         let started = std::time::Instant::now();
         let attempt = tracing::info_span!("upstream", endpoint = %endpoint.id);
-        match upstream::call(&live.client, endpoint, body.clone(), request_id)
+        let outcome = upstream::call(&live.client, endpoint, body.clone(), request_id)
             .instrument(attempt)
-            .await
-        {
+            .await;
+        upstream_time += started.elapsed();
+        match outcome {
             Attempt::Answer(response) => {
                 return Ok(Forwarded {
                     response,
                     endpoint: index,
                     in_flight,
                     started,
+                    upstream: upstream_time,
                 });
             }
             Attempt::Throttled { wait } => {

@@ -91,6 +91,8 @@ pub struct Gateway {
     pub started: Instant,
     pub started_at: std::time::SystemTime,
     pub shared: Arc<Shared>,
+    /// This instance's own cost per request (outside backend calls).
+    pub overhead: crate::metrics::overhead::Overhead,
     live: ArcSwap<Snapshot>,
     /// The stored configuration version the live snapshot came from (0: the start-up file).
     config_version: AtomicI64,
@@ -116,6 +118,7 @@ impl Gateway {
             started: Instant::now(),
             started_at: std::time::SystemTime::now(),
             shared,
+            overhead: Default::default(),
             live: ArcSwap::from_pointee(snapshot),
             config_version: AtomicI64::new(0),
             throttles,

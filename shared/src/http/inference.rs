@@ -57,6 +57,7 @@ pub async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let arrived = std::time::Instant::now();
     let Path(AppPath { app_id }) = path.map_err(|e| ApiError::BadPath(e.body_text()))?;
     let span = tracing::info_span!(
         "inference",
@@ -66,13 +67,14 @@ pub async fn handle(
         endpoint = tracing::field::Empty,
         status = tracing::field::Empty,
     );
-    handle_in(gateway, app_id, request_id, headers, body)
+    handle_in(gateway, arrived, app_id, request_id, headers, body)
         .instrument(span)
         .await
 }
 
 async fn handle_in(
     gateway: Arc<Gateway>,
+    arrived: std::time::Instant,
     app_id: String,
     request_id: HeaderValue,
     headers: HeaderMap,
@@ -107,6 +109,7 @@ async fn handle_in(
         endpoint: index,
         in_flight,
         started,
+        upstream: upstream_time,
     } = forward::forward(
         route,
         body,
@@ -164,6 +167,9 @@ async fn handle_in(
     ));
     *out.status_mut() = status;
     *out.headers_mut() = headers;
+    gateway
+        .overhead
+        .observe(arrived.elapsed().saturating_sub(upstream_time));
     Ok(out)
 }
 

@@ -11,6 +11,7 @@
 //! 4. Windows older than the history (`API_GATEWAY_METRICS_CHISTORY` windows of
 //!    `API_GATEWAY_METRICS_CINTERVAL` minutes) are pruned.
 
+pub mod overhead;
 mod recorder;
 pub mod report;
 pub mod usage;

@@ -180,8 +180,22 @@ pub fn gateway(gateway: &Gateway, rows: &ByEndpoint) -> Value {
         "cachedApiCalls": 0,
         "failedApiCalls": failed,
         "totalApiCalls": total.calls,
+        "gatewayOverhead": overhead_json(gateway),
         "endpointUri": format!("{}/metrics", s.prefix()),
         "currentDate": httpdate::fmt_http_date(SystemTime::now()),
+    })
+}
+
+/// This instance's own cost per request, outside backend calls.
+fn overhead_json(gateway: &Gateway) -> Value {
+    let o = gateway.overhead.snapshot();
+    let count = o.count();
+    json!({
+        "instance": gateway.settings.instance_id(),
+        "requests": count,
+        "avgUs": if count > 0 { json!(o.sum_us as f64 / count as f64) } else { Value::Null },
+        "p50Us": ms_or_null(o.quantile(0.50)),
+        "p99Us": ms_or_null(o.quantile(0.99)),
     })
 }
 
@@ -332,6 +346,29 @@ pub fn prometheus(gateway: &Gateway, rows: &ByEndpoint) -> String {
             let _ = writeln!(out, "aigw_rpm_remaining{{{l}}} {r}");
         }
     }
+    header(
+        &mut out,
+        "aigw_gateway_overhead_us",
+        "histogram",
+        "Time this instance spent on a request outside backend calls, in microseconds.",
+    );
+    let o = gateway.overhead.snapshot();
+    let mut cumulative = 0;
+    for (i, n) in o.buckets.iter().enumerate() {
+        cumulative += n;
+        let le = crate::metrics::overhead::BOUNDS_US
+            .get(i)
+            .map_or("+Inf".to_owned(), |b| b.to_string());
+        let _ = writeln!(
+            out,
+            "aigw_gateway_overhead_us_bucket{{le=\"{le}\"}} {cumulative}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "aigw_gateway_overhead_us_sum {}\naigw_gateway_overhead_us_count {cumulative}",
+        o.sum_us
+    );
     header(
         &mut out,
         "aigw_store_up",

@@ -66,5 +66,36 @@ pub fn run(b: &Bench) -> Res<String> {
             );
         }
     }
+    notes += &self_report(b);
     Ok(format!("{out}\n{notes}"))
+}
+
+/// What the gateway says it spent per request (outside the backend call), from its own
+/// `gatewayOverhead` metric, beside the wire-to-wire figures above. The difference between
+/// them is what the extra hop costs outside the gateway's code (kernel, sockets, scheduling).
+fn self_report(b: &Bench) -> String {
+    let url = format!(
+        "http://127.0.0.1:{}/api/v1/dev/apirouter/metrics",
+        b.gateway.port
+    );
+    let fetched = b.rt.block_on(async {
+        let r = reqwest::get(&url).await?;
+        r.json::<serde_json::Value>().await
+    });
+    match fetched {
+        Ok(m) => {
+            let o = &m["gatewayOverhead"];
+            let f = |k: &str| o[k].as_f64().map_or("–".into(), |v| us(v, false));
+            format!(
+                "- The gateway's own overhead metric over these rounds ({} requests): p50 {}, p99 {}, mean {} \
+                 — time inside the gateway outside the backend call; the added wire-to-wire latency \
+                 above also holds the second hop's sockets and scheduling.\n",
+                o["requests"].as_u64().unwrap_or(0),
+                f("p50Us"),
+                f("p99Us"),
+                f("avgUs"),
+            )
+        }
+        Err(e) => format!("- The gateway's overhead metric could not be read: {e}\n"),
+    }
 }
