@@ -53,27 +53,9 @@ impl OverheadSnapshot {
         self.buckets.iter().sum()
     }
 
-    /// The `q`-quantile in µs, linear within its bucket (the open last bucket reports its lower
-    /// bound).
+    /// The `q`-quantile in µs (see [`crate::store::bucket_quantile`]).
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        let total = self.count();
-        if total == 0 {
-            return None;
-        }
-        let rank = (q.clamp(0.0, 1.0) * total as f64).max(1.0);
-        let mut seen = 0.0;
-        for (i, n) in self.buckets.iter().enumerate() {
-            let n = *n as f64;
-            if n > 0.0 && seen + n >= rank {
-                let lower = if i == 0 { 0.0 } else { BOUNDS_US[i - 1] as f64 };
-                let Some(upper) = BOUNDS_US.get(i) else {
-                    return Some(lower);
-                };
-                return Some(lower + (*upper as f64 - lower) * ((rank - seen) / n));
-            }
-            seen += n;
-        }
-        None
+        crate::store::bucket_quantile(&BOUNDS_US, &self.buckets, q)
     }
 }
 

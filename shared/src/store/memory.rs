@@ -3,7 +3,7 @@
 
 use super::{
     Counters, EndpointKey, LEASE_VALID_MS, Lease, MetricsRow, SharedStore, StoreError, WINDOW_MS,
-    grant,
+    grant, sum_per_window,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -131,23 +131,13 @@ impl SharedStore for MemoryStore {
 
     async fn metrics(&self, since_ms: u64) -> Result<Vec<MetricsRow>, StoreError> {
         let inner = self.lock();
-        let mut summed: BTreeMap<(EndpointKey, u64), Counters> = BTreeMap::new();
-        for ((key, window, _), counters) in &inner.metrics {
-            if *window >= since_ms {
-                summed
-                    .entry((key.clone(), *window))
-                    .or_default()
-                    .add(counters);
-            }
-        }
-        Ok(summed
-            .into_iter()
-            .map(|((key, window_start_ms), counters)| MetricsRow {
-                key,
-                window_start_ms,
-                counters,
-            })
-            .collect())
+        Ok(sum_per_window(
+            inner
+                .metrics
+                .iter()
+                .filter(|((_, window, _), _)| *window >= since_ms)
+                .map(|((key, window, _), counters)| (key.clone(), *window, *counters)),
+        ))
     }
 
     async fn prune_metrics(&self, before_ms: u64) -> Result<(), StoreError> {

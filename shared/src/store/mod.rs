@@ -85,31 +85,9 @@ impl Histogram {
         self.0.iter().sum()
     }
 
-    /// The `q`-quantile (0–1) in milliseconds: linear within the bucket it falls in; the open
-    /// last bucket reports its lower bound. `None` without observations.
+    /// The `q`-quantile (0–1) in milliseconds (see [`bucket_quantile`]).
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        let total = self.count();
-        if total == 0 {
-            return None;
-        }
-        let rank = (q.clamp(0.0, 1.0) * total as f64).max(1.0);
-        let mut seen = 0.0;
-        for (i, n) in self.0.iter().enumerate() {
-            let n = *n as f64;
-            if n > 0.0 && seen + n >= rank {
-                let lower = if i == 0 {
-                    0.0
-                } else {
-                    BUCKET_BOUNDS_MS[i - 1] as f64
-                };
-                let Some(upper) = BUCKET_BOUNDS_MS.get(i) else {
-                    return Some(lower);
-                };
-                return Some(lower + (*upper as f64 - lower) * ((rank - seen) / n));
-            }
-            seen += n;
-        }
-        None
+        bucket_quantile(&BUCKET_BOUNDS_MS, &self.0, q)
     }
 
     /// As stored: a plain array.
@@ -128,6 +106,49 @@ impl Histogram {
         }
         h
     }
+}
+
+/// The `q`-quantile (0–1) of a histogram with buckets bounded above by `bounds` (one more
+/// bucket, unbounded, follows): linear within the bucket it falls in; the open last bucket
+/// reports its lower bound. `None` without observations.
+pub fn bucket_quantile(bounds: &[u64], counts: &[u64], q: f64) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = (q.clamp(0.0, 1.0) * total as f64).max(1.0);
+    let mut seen = 0.0;
+    for (i, n) in counts.iter().enumerate() {
+        let n = *n as f64;
+        if n > 0.0 && seen + n >= rank {
+            let lower = if i == 0 { 0.0 } else { bounds[i - 1] as f64 };
+            let Some(upper) = bounds.get(i) else {
+                return Some(lower);
+            };
+            return Some(lower + (*upper as f64 - lower) * ((rank - seen) / n));
+        }
+        seen += n;
+    }
+    None
+}
+
+/// Counters summed per (endpoint, window), ordered by endpoint and window: what
+/// [`SharedStore::metrics`] returns, from per-instance rows.
+pub(crate) fn sum_per_window(
+    rows: impl IntoIterator<Item = (EndpointKey, u64, Counters)>,
+) -> Vec<MetricsRow> {
+    let mut summed: std::collections::BTreeMap<(EndpointKey, u64), Counters> = Default::default();
+    for (key, window, counters) in rows {
+        summed.entry((key, window)).or_default().add(&counters);
+    }
+    summed
+        .into_iter()
+        .map(|((key, window_start_ms), counters)| MetricsRow {
+            key,
+            window_start_ms,
+            counters,
+        })
+        .collect()
 }
 
 /// Metric counters of one endpoint over one collection window.

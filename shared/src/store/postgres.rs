@@ -3,12 +3,12 @@
 
 use super::{
     Counters, EndpointKey, Histogram, LEASE_VALID_MS, Lease, MetricsRow, SharedStore, StoreError,
-    WINDOW_MS, grant,
+    WINDOW_MS, grant, sum_per_window,
 };
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Row};
-use std::collections::BTreeMap;
+
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -247,8 +247,7 @@ impl SharedStore for PostgresStore {
         .bind(ms(since_ms))
         .fetch_all(&self.pool)
         .await?;
-        // Histograms are summed element-wise, which is simplest here rather than in SQL.
-        let mut summed: BTreeMap<(EndpointKey, u64), Counters> = BTreeMap::new();
+        let mut per_instance = Vec::with_capacity(rows.len());
         for r in &rows {
             let app: String = r.try_get(0)?;
             let endpoint: String = r.try_get(1)?;
@@ -268,19 +267,9 @@ impl SharedStore for PostgresStore {
                 ttft_count: n(14)?,
                 ttft: Histogram::from_slice(&r.try_get::<Vec<i64>, _>(15)?),
             };
-            summed
-                .entry((EndpointKey::new(&app, &endpoint), n(2)?))
-                .or_default()
-                .add(&counters);
+            per_instance.push((EndpointKey::new(&app, &endpoint), n(2)?, counters));
         }
-        Ok(summed
-            .into_iter()
-            .map(|((key, window_start_ms), counters)| MetricsRow {
-                key,
-                window_start_ms,
-                counters,
-            })
-            .collect())
+        Ok(sum_per_window(per_instance))
     }
 
     async fn prune_metrics(&self, before_ms: u64) -> Result<(), StoreError> {
