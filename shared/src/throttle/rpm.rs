@@ -26,7 +26,9 @@ impl RpmLimiter {
     pub fn new(limit: u32) -> Self {
         Self {
             limit: AtomicU32::new(limit),
-            log: Mutex::new(VecDeque::with_capacity(limit.min(4096) as usize)),
+            // Grown on demand: most endpoints never see `limit` requests in a minute, and a
+            // configuration can name thousands of them.
+            log: Mutex::new(VecDeque::new()),
         }
     }
 
