@@ -3,7 +3,7 @@
 
 use aigw_core::Settings;
 use aigw_core::settings::GatewayKey;
-use aigw_core::store::{MemoryStore, PostgresStore, SharedStore};
+use aigw_core::store::MemoryStore;
 use aigw_simulator::Mode;
 use aigw_tests::*;
 use serde_json::{Value, json};
@@ -193,18 +193,13 @@ async fn metrics_aggregate_over_two_instances() {
     let url = test_database().await;
     let a = simulator("a", Behaviour::default()).await;
     let config = app_config("chat", &[("ptu", &a.url(), None)]);
-    let store = |u: String| async move {
-        let s: Arc<dyn SharedStore> = Arc::new(PostgresStore::connect_lazy(&u).unwrap());
-        s.ping().await.unwrap();
-        s
-    };
     let one = TestGateway::start_shared(
         config.clone(),
         Settings {
             instance: "i1".into(),
             ..settings()
         },
-        store(url.clone()).await,
+        postgres_store(&url).await,
     )
     .await;
     let two = TestGateway::start_shared(
@@ -213,7 +208,7 @@ async fn metrics_aggregate_over_two_instances() {
             instance: "i2".into(),
             ..settings()
         },
-        store(url).await,
+        postgres_store(&url).await,
     )
     .await;
     for _ in 0..2 {
@@ -353,11 +348,6 @@ async fn reconfig_under_load_fails_no_request_and_reaches_the_other_instance() {
     let url = test_database().await;
     let a = simulator("a", Behaviour::default()).await;
     let b = simulator("b", Behaviour::default()).await;
-    let pg = |u: String| async move {
-        let s: Arc<dyn SharedStore> = Arc::new(PostgresStore::connect_lazy(&u).unwrap());
-        s.ping().await.unwrap();
-        s
-    };
     let old = app_config("chat", &[("ptu", &a.url(), None)]);
     let one = TestGateway::start_shared(
         old.clone(),
@@ -365,7 +355,7 @@ async fn reconfig_under_load_fails_no_request_and_reaches_the_other_instance() {
             instance: "i1".into(),
             ..settings()
         },
-        pg(url.clone()).await,
+        postgres_store(&url).await,
     )
     .await;
     let two = TestGateway::start_shared(
@@ -374,7 +364,7 @@ async fn reconfig_under_load_fails_no_request_and_reaches_the_other_instance() {
             instance: "i2".into(),
             ..settings()
         },
-        pg(url).await,
+        postgres_store(&url).await,
     )
     .await;
 

@@ -2,22 +2,18 @@
 //! degrades them to their local view without failing a request.
 
 use aigw_core::Settings;
-use aigw_core::store::{PostgresStore, SharedStore};
 use aigw_tests::*;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const PG_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/pg");
 
 async fn instance(config: &serde_json::Value, url: &str, name: &str) -> TestGateway {
-    let store: Arc<dyn SharedStore> = Arc::new(PostgresStore::connect_lazy(url).unwrap());
-    store.ping().await.unwrap();
     let settings = Settings {
         instance: name.into(),
         ..Settings::default()
     };
-    TestGateway::start_shared(config.clone(), settings, store).await
+    TestGateway::start_shared(config.clone(), settings, postgres_store(url).await).await
 }
 
 fn served_by(r: &reqwest::Response) -> String {
@@ -52,12 +48,7 @@ async fn a_429_on_one_instance_steers_the_others_away_within_a_second() {
     // The others learn of it through the database within the sync bound.
     for gw in &gws[1..] {
         let steered = eventually(Duration::from_secs(1), || async {
-            let route = gw.gateway.snapshot();
-            let ep = &route.app("chat").unwrap().endpoints[0];
-            ep.throttle
-                .circuit
-                .wait_ms(aigw_core::throttle::now_ms())
-                .is_some()
+            gw.circuit_open("chat", 0)
         })
         .await;
         assert!(
@@ -218,12 +209,7 @@ async fn a_database_outage_fails_no_request_and_state_reconciles_after_it() {
     // ... reaches the other once the database is back.
     pg.up();
     let reconciled = eventually(Duration::from_secs(10), || async {
-        let route = two.gateway.snapshot();
-        let ep = &route.app("chat").unwrap().endpoints[0];
-        ep.throttle
-            .circuit
-            .wait_ms(aigw_core::throttle::now_ms())
-            .is_some()
+        two.circuit_open("chat", 0)
     })
     .await;
     assert!(

@@ -238,3 +238,23 @@ fn uuid_like() -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// A PostgreSQL store on `url`, schema applied: what one gateway instance opens.
+pub async fn postgres_store(url: &str) -> Arc<dyn SharedStore> {
+    let store = aigw_core::store::PostgresStore::connect_lazy(url).unwrap();
+    store.ping().await.unwrap();
+    Arc::new(store)
+}
+
+impl TestGateway {
+    /// Whether this instance currently keeps endpoint `index` of `app` off (circuit open).
+    pub fn circuit_open(&self, app: &str, index: usize) -> bool {
+        let snapshot = self.gateway.snapshot();
+        let endpoint = &snapshot.app(app).unwrap().endpoints[index];
+        endpoint
+            .throttle
+            .circuit
+            .wait_ms(aigw_core::throttle::now_ms())
+            .is_some()
+    }
+}
