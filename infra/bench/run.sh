@@ -18,14 +18,22 @@ fi
 command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 command -v taskset >/dev/null || (apt-get update && apt-get install -y util-linux)
 
+usage="usage: infra/bench/run.sh [--quick] [--no-build] [--only SECTION[,SECTION...]]"
 args=()
 build=1
-for arg in "$@"; do
-    case "$arg" in
+out="$here/RESULTS.md"
+while [ $# -gt 0 ]; do
+    case "$1" in
         --no-build) build=0 ;;   # reuse target/release binaries (e.g. while the tree does not build)
-        --quick) args+=("$arg") ;;
-        *) echo "usage: infra/bench/run.sh [--quick] [--no-build]" >&2; exit 2 ;;
+        --quick) args+=("$1") ;;
+        # Some sections only (latency, throughput, streams, memory, coldstart, growth), printed
+        # and written beside the published table, never over it.
+        --only)
+            [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }
+            args+=("$1" "$2"); out="$here/RESULTS.partial.md"; shift ;;
+        *) echo "$usage" >&2; exit 2 ;;
     esac
+    shift
 done
 if [ "$build" = 1 ]; then
     cargo build --release -p aigw-bench -p gateway -p aigw-simulator
@@ -49,4 +57,4 @@ trap cleanup EXIT INT TERM
 # Bounded: a full run takes about 12 minutes.
 AIGW_BENCH_PIDFILE="$pidfile" timeout 1500 \
     taskset -c 1 "$root/target/release/aigw-bench" run "${args[@]}" \
-    --out "$here/RESULTS.md" --lua "$here/post.lua"
+    --out "$out" --lua "$here/post.lua"

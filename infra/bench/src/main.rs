@@ -1,6 +1,7 @@
-//! `aigw-bench run [--quick]`: the benchmark harness behind `infra/bench/run.sh`. It starts the
-//! simulator (core 1), the gateway and the pass-through proxy (core 0), runs every section with
-//! interleaved rounds against all three paths, and writes `infra/bench/RESULTS.md`.
+//! `aigw-bench run [--quick] [--only SECTION,...]`: the benchmark harness behind
+//! `infra/bench/run.sh`. It starts the simulator (core 1), the gateway and the pass-through
+//! proxy (core 0), runs every section (or those `--only` names) with interleaved rounds against
+//! all three paths, and writes `infra/bench/RESULTS.md`.
 
 mod configs;
 mod hold;
@@ -58,10 +59,13 @@ impl Bench {
     }
 }
 
+const USAGE: &str =
+    "usage: aigw-bench run [--quick] [--only SECTION[,SECTION...]] [--out FILE] [--lua FILE]";
+
 fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) != Some("run") {
-        return Err("usage: aigw-bench run [--quick] [--out FILE] [--lua FILE]".into());
+        return Err(USAGE.into());
     }
     let flag = |name: &str| {
         args.iter()
@@ -70,8 +74,27 @@ fn main() -> Res<()> {
             .map(PathBuf::from)
     };
     let quick = args.iter().any(|a| a == "--quick");
+    let only: Vec<String> = match args.iter().position(|a| a == "--only") {
+        None => Vec::new(),
+        Some(i) => {
+            let list = args.get(i + 1).ok_or(USAGE)?;
+            let only: Vec<String> = list.split(',').map(str::to_owned).collect();
+            if let Some(bad) = only
+                .iter()
+                .find(|o| !sections::keys().contains(&o.as_str()))
+            {
+                let keys = sections::keys().join(", ");
+                return Err(format!("unknown section {bad:?} (sections: {keys})").into());
+            }
+            only
+        }
+    };
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let out = flag("--out").unwrap_or_else(|| here.join("RESULTS.md"));
+    // A partial run never overwrites the published table unless asked to.
+    let out = flag("--out").unwrap_or_else(|| match only.is_empty() {
+        true => here.join("RESULTS.md"),
+        false => std::env::temp_dir().join("aigw-bench-partial.md"),
+    });
     let lua = flag("--lua").unwrap_or_else(|| here.join("post.lua"));
     let bin_dir = std::env::current_exe()?
         .parent()
@@ -86,9 +109,12 @@ fn main() -> Res<()> {
     };
     let load_before = report::load_average();
     let bench = setup(env, quick, lua)?;
-    let body = sections::run_all(&bench);
+    let body = sections::run(&bench, &only);
     let head = report::header(quick, load_before, report::load_average());
     std::fs::write(&out, format!("{head}{body}"))?;
+    if !only.is_empty() {
+        println!("{body}");
+    }
     println!("wrote {}", out.display());
     Ok(())
 }

@@ -13,18 +13,29 @@ use crate::{Bench, Res};
 /// A section: measures, and returns its Markdown.
 type Section = fn(&Bench) -> Res<String>;
 
-/// Run every section and return the Markdown of all of them.
-pub fn run_all(b: &Bench) -> String {
-    let sections: [(&str, Section); 6] = [
-        ("Added latency", latency::run),
-        ("Throughput", throughput::run),
-        ("Streams", streams::run),
-        ("Memory", memory::run),
-        ("Cold start", coldstart::run),
-        ("Growth", growth::run),
-    ];
+/// Every section: its key (for `--only`), its title and its function, in report order.
+const SECTIONS: [(&str, &str, Section); 6] = [
+    ("latency", "Added latency", latency::run),
+    ("throughput", "Throughput", throughput::run),
+    ("streams", "Streams", streams::run),
+    ("memory", "Memory", memory::run),
+    ("coldstart", "Cold start", coldstart::run),
+    ("growth", "Growth", growth::run),
+];
+
+/// The section keys `--only` accepts.
+pub fn keys() -> Vec<&'static str> {
+    SECTIONS.iter().map(|(key, _, _)| *key).collect()
+}
+
+/// Run the sections whose keys are in `only` (all of them when it is empty) and return their
+/// Markdown.
+pub fn run(b: &Bench, only: &[String]) -> String {
     let mut out = String::new();
-    for (title, section) in sections {
+    let chosen = SECTIONS
+        .iter()
+        .filter(|(key, _, _)| only.is_empty() || only.iter().any(|o| o == key));
+    for &(_, title, section) in chosen {
         eprintln!("aigw-bench: {title}…");
         out += &format!("## {title}\n\n");
         match section(b) {
