@@ -30,6 +30,21 @@ impl Proc {
         self.child.id()
     }
 
+    /// CPU time used so far by all the process's threads, in nanoseconds (the first field of
+    /// each `/proc/PID/task/TID/schedstat`).
+    pub fn cpu_ns(&self) -> Res<u64> {
+        let mut total = 0;
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid()))? {
+            let stat = std::fs::read_to_string(task?.path().join("schedstat"))?;
+            total += stat
+                .split_whitespace()
+                .next()
+                .and_then(|ns| ns.parse::<u64>().ok())
+                .ok_or_else(|| format!("unreadable schedstat for {}", self.name))?;
+        }
+        Ok(total)
+    }
+
     /// Resident set size in KiB, from `/proc/PID/status`.
     pub fn rss_kib(&self) -> Res<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
