@@ -24,9 +24,13 @@ pub async fn serve(
         }
     });
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = stop_rx.wait_for(|stop| *stop).await;
-    });
+    // One service per connection is a clone of the same router (an `Arc`). Serving the `Router`
+    // itself would rebuild its route table for every connection (axum re-applies the state), which
+    // costs about 9 KiB per open stream and the CPU to build it.
+    let server =
+        axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        });
     let mut server = tokio::spawn(server.into_future());
     tokio::select! {
         finished = &mut server => return flatten(finished),
