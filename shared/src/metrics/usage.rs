@@ -2,6 +2,9 @@
 //! last in a chat completion (JSON) and in the final chunk of a stream (SSE), so the gateway keeps
 //! the body's last few KiB and looks for the last `"usage"` there.
 
+use memchr::memmem;
+use serde::Deserialize;
+
 /// Tokens of one answer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -15,32 +18,28 @@ pub const TAIL_BYTES: usize = 4096;
 
 /// The usage in `tail` (the end of a body), if it has one with a total.
 pub fn parse(tail: &[u8]) -> Option<Usage> {
-    let at = rfind(tail, b"\"usage\"")?;
-    let usage = &tail[at..];
-    let total = number_after(usage, b"\"total_tokens\"")?;
+    /// The fields read; others (the `*_details` objects) are skipped.
+    #[derive(Deserialize)]
+    struct Counts {
+        #[serde(default)]
+        prompt_tokens: u64,
+        #[serde(default)]
+        completion_tokens: u64,
+        total_tokens: u64,
+    }
+    const KEY: &[u8] = b"\"usage\"";
+    let after = &tail[memmem::rfind(tail, KEY)? + KEY.len()..];
+    let object = after.trim_ascii_start().strip_prefix(b":")?;
+    // Reads one JSON value and stops there, whatever follows it.
+    let counts: Counts = serde_json::Deserializer::from_slice(object)
+        .into_iter()
+        .next()?
+        .ok()?;
     Some(Usage {
-        prompt: number_after(usage, b"\"prompt_tokens\"").unwrap_or(0),
-        completion: number_after(usage, b"\"completion_tokens\"").unwrap_or(0),
-        total,
+        prompt: counts.prompt_tokens,
+        completion: counts.completion_tokens,
+        total: counts.total_tokens,
     })
-}
-
-fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).rposition(|w| w == needle)
-}
-
-fn number_after(text: &[u8], key: &[u8]) -> Option<u64> {
-    let at = text.windows(key.len()).position(|w| w == key)? + key.len();
-    let rest = &text[at..];
-    let start = rest
-        .iter()
-        .position(|b| !matches!(b, b' ' | b':' | b'\n' | b'\r' | b'\t'))?;
-    let digits: Vec<u8> = rest[start..]
-        .iter()
-        .take_while(|b| b.is_ascii_digit())
-        .copied()
-        .collect();
-    std::str::from_utf8(&digits).ok()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -67,6 +66,28 @@ mod tests {
                 total: 7
             })
         );
+    }
+
+    #[test]
+    fn details_objects_are_skipped() {
+        let json = br#"{"usage":{"completion_tokens":5,"completion_tokens_details":{"reasoning_tokens":0},"prompt_tokens":9,"prompt_tokens_details":{"cached_tokens":0},"total_tokens":14}}"#;
+        assert_eq!(
+            parse(json),
+            Some(Usage {
+                prompt: 9,
+                completion: 5,
+                total: 14
+            })
+        );
+    }
+
+    #[test]
+    fn numbers_too_long_or_missing_are_not_usage() {
+        assert_eq!(
+            parse(b"{\"usage\":{\"total_tokens\":99999999999999999999999}}"),
+            None
+        );
+        assert_eq!(parse(b"{\"usage\":{\"total_tokens\":\"x\"}}"), None);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! stream before it reaches the client, who never asked for it.
 
 use bytes::{Bytes, BytesMut};
+use memchr::memmem;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
@@ -10,6 +11,31 @@ use serde_json::{Map, Value};
 /// The request body with `stream_options.include_usage` set, other stream options kept.
 /// `None` when the body is not a JSON object (already rejected before this point).
 pub fn request_usage(body: &[u8]) -> Option<Bytes> {
+    append_usage_option(body).or_else(|| rewrite_with_usage_option(body))
+}
+
+/// The common case in time proportional to a copy, not a parse: a JSON object that has no
+/// `stream_options` gets the member appended before its closing brace. `None` when that does
+/// not apply (stream options present, or a key that might spell them with escapes).
+fn append_usage_option(body: &[u8]) -> Option<Bytes> {
+    const MEMBER: &[u8] = br#""stream_options":{"include_usage":true}"#;
+    if memmem::find(body, b"\"stream_options\"").is_some() || memmem::find(body, b"\\u").is_some() {
+        return None;
+    }
+    let object = body.trim_ascii();
+    let inner = object.strip_prefix(b"{")?.strip_suffix(b"}")?;
+    let mut out = Vec::with_capacity(object.len() + MEMBER.len() + 1);
+    out.extend_from_slice(&object[..object.len() - 1]);
+    if !inner.trim_ascii().is_empty() {
+        out.push(b',');
+    }
+    out.extend_from_slice(MEMBER);
+    out.push(b'}');
+    Some(Bytes::from(out))
+}
+
+/// Any other JSON object: parsed, given the option, written out again.
+fn rewrite_with_usage_option(body: &[u8]) -> Option<Bytes> {
     let mut root: Map<String, Value> = serde_json::from_slice(body).ok()?;
     let options = root
         .entry("stream_options")
@@ -60,16 +86,12 @@ impl UsageStripper {
 }
 
 fn mentions_usage(bytes: &[u8]) -> bool {
-    find(bytes, b"\"usage\":{").is_some() || find(bytes, b"\"usage\": {").is_some()
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memmem::find(bytes, b"\"usage\":{").is_some() || memmem::find(bytes, b"\"usage\": {").is_some()
 }
 
 /// The end (exclusive) of the last complete event: just past its blank line.
 fn last_event_end(bytes: &[u8]) -> Option<usize> {
-    bytes.windows(2).rposition(|w| w == b"\n\n").map(|i| i + 2)
+    memmem::rfind(bytes, b"\n\n").map(|i| i + 2)
 }
 
 trait Events {
@@ -82,7 +104,7 @@ impl Events for Bytes {
         let mut events = Vec::new();
         let mut start = 0;
         let bytes: &[u8] = self;
-        while let Some(i) = find(&bytes[start..], b"\n\n") {
+        while let Some(i) = memmem::find(&bytes[start..], b"\n\n") {
             events.push(&bytes[start..start + i + 2]);
             start += i + 2;
         }
@@ -157,6 +179,25 @@ mod tests {
         let piece = Bytes::from_static(CONTENT.as_bytes());
         let out = s.feed(&piece);
         assert_eq!(out.as_ptr(), piece.as_ptr());
+    }
+
+    #[test]
+    fn appends_usage_option_to_a_body_without_stream_options() {
+        for body in [
+            &br#"{"stream":true,"messages":[{"role":"user","content":"}"}]}"#[..],
+            br#"  {"stream":true}
+            "#,
+            b"{}",
+        ] {
+            let out = request_usage(body).unwrap();
+            let v: Value = serde_json::from_slice(&out).unwrap();
+            let before: Value = serde_json::from_slice(body).unwrap();
+            assert_eq!(v["stream_options"]["include_usage"], true);
+            for (key, value) in before.as_object().unwrap() {
+                assert_eq!(&v[key], value, "{key} kept");
+            }
+        }
+        assert_eq!(request_usage(b"[true]"), None);
     }
 
     #[test]
