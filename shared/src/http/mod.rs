@@ -44,36 +44,46 @@ pub fn gateway_app(gateway: Arc<Gateway>) -> Router {
 
 fn app(gateway: Arc<Gateway>, parts: Parts) -> Router {
     let env = &gateway.settings.env_name;
-    let mut scoped = Router::new()
-        .route("/instanceinfo", get(info::instance_info))
-        .route("/healthz", get(info::healthz));
-    let mut root = Router::new();
-    if parts != Parts::Admin {
-        scoped = scoped
-            .route("/lb/{app_id}", post(inference::handle))
-            .route("/lb/{app_id}/{*operation}", post(inference::handle))
-            .route(
+    let mut router = Router::new();
+    // Every prefixed route is registered under its full path rather than with `nest`, which
+    // would rewrite each request's URI on its way in.
+    for prefix in [
+        format!("/api/v1/{env}/apirouter"),
+        format!("/api/v1/{env}/aigateway"),
+    ] {
+        router = router
+            .route(&format!("{prefix}/instanceinfo"), get(info::instance_info))
+            .route(&format!("{prefix}/healthz"), get(info::healthz));
+        if parts != Parts::Admin {
+            for path in [
+                "/lb/{app_id}",
+                "/lb/{app_id}/{*operation}",
                 "/lb/openai/deployments/{app_id}/{*operation}",
-                post(inference::handle),
-            )
-            .route(
                 "/lb/deployments/{app_id}/{*operation}",
-                post(inference::handle),
-            );
-        root = root.route(
+            ] {
+                router = router.route(&format!("{prefix}{path}"), post(inference::handle));
+            }
+        }
+        if parts != Parts::Router {
+            router = router
+                .route(&format!("{prefix}/metrics"), get(admin::metrics))
+                .route(
+                    &format!("{prefix}/metrics/{{app_id}}"),
+                    get(admin::app_metrics),
+                )
+                .route(&format!("{prefix}/reconfig"), post(admin::reconfig));
+        }
+    }
+    if parts != Parts::Admin {
+        router = router.route(
             "/openai/deployments/{app_id}/{*operation}",
             post(inference::handle),
         );
     }
     if parts != Parts::Router {
-        scoped = scoped
-            .route("/metrics", get(admin::metrics))
-            .route("/metrics/{app_id}", get(admin::app_metrics))
-            .route("/reconfig", post(admin::reconfig));
-        root = root.route("/metrics", get(admin::prometheus));
+        router = router.route("/metrics", get(admin::prometheus));
     }
-    root.nest(&format!("/api/v1/{env}/apirouter"), scoped.clone())
-        .nest(&format!("/api/v1/{env}/aigateway"), scoped)
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(request_id::stamp))
