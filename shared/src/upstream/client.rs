@@ -19,7 +19,13 @@ impl ClientCache {
         if let Some(client) = clients.get(&connect_timeout) {
             return Ok(client.clone());
         }
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if !system_proxy_configured() {
+            // With no proxy configured the answer is always "direct"; saying so up front spares
+            // reqwest a proxy lookup on every request.
+            builder = builder.no_proxy();
+        }
+        let client = builder
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -30,4 +36,18 @@ impl ClientCache {
         clients.insert(connect_timeout, client.clone());
         Ok(client)
     }
+}
+
+/// Whether the environment names a proxy for reqwest to use. On Linux the environment is the only
+/// source of system proxy settings; elsewhere (Windows registry, macOS settings) assume one.
+fn system_proxy_configured() -> bool {
+    const VARS: [&str; 6] = [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ];
+    !cfg!(target_os = "linux") || VARS.iter().any(|v| std::env::var_os(v).is_some())
 }
