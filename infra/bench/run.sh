@@ -16,6 +16,7 @@ if [ "$(nproc)" -lt 2 ]; then
     exit 1
 fi
 command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+command -v callgrind_control >/dev/null || (apt-get update && apt-get install -y valgrind)
 command -v taskset >/dev/null || (apt-get update && apt-get install -y util-linux)
 
 usage="usage: infra/bench/run.sh [--quick] [--no-build] [--only SECTION[,SECTION...]]"
@@ -26,8 +27,8 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --no-build) build=0 ;;   # reuse target/release binaries (e.g. while the tree does not build)
         --quick) args+=("$1") ;;
-        # Some sections only (latency, throughput, streams, memory, coldstart, growth), printed
-        # and written beside the published table, never over it.
+        # Some sections only (latency, throughput, instructions, streams, memory, coldstart,
+        # growth), printed and written beside the published table, never over it.
         --only)
             [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }
             args+=("$1" "$2"); out="$here/RESULTS.partial.md"; shift ;;

@@ -76,11 +76,18 @@ pub struct Spec<'a> {
 impl Env {
     /// Spawn `spec` under `taskset -c CORE`, without waiting for it to be ready.
     pub fn spawn(&self, spec: &Spec<'_>) -> Res<Proc> {
+        self.spawn_under(spec, &[])
+    }
+
+    /// Spawn `spec` under `taskset -c CORE` and `wrapper` (a tool that runs the program, such as
+    /// valgrind), without waiting for it to be ready.
+    pub fn spawn_under(&self, spec: &Spec<'_>, wrapper: &[String]) -> Res<Proc> {
         let log = self.work_dir.join(format!("{}.log", spec.name));
         let log = OpenOptions::new().create(true).append(true).open(log)?;
         let child = Command::new("taskset")
             .arg("-c")
             .arg(spec.core.to_string())
+            .args(wrapper)
             .arg(self.bin_dir.join(spec.program))
             .args(&spec.args)
             .envs(spec.envs.iter().map(|(k, v)| (k, v)))
@@ -104,8 +111,13 @@ impl Env {
 
     /// Spawn and wait until the port accepts connections (at most 10 s).
     pub fn start(&self, spec: &Spec<'_>) -> Res<Proc> {
-        let mut proc = self.spawn(spec)?;
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.start_under(spec, &[], Duration::from_secs(10))
+    }
+
+    /// [`Env::spawn_under`], then wait until the port accepts connections (at most `wait`).
+    pub fn start_under(&self, spec: &Spec<'_>, wrapper: &[String], wait: Duration) -> Res<Proc> {
+        let mut proc = self.spawn_under(spec, wrapper)?;
+        let deadline = Instant::now() + wait;
         while !accepts(spec.port) {
             if let Some(status) = proc.child.try_wait()? {
                 return Err(format!("{} exited early ({status}); see its log", spec.name).into());

@@ -3,6 +3,7 @@
 
 mod coldstart;
 mod growth;
+mod instructions;
 mod latency;
 mod memory;
 mod streams;
@@ -14,9 +15,14 @@ use crate::{Bench, Res};
 type Section = fn(&Bench) -> Res<String>;
 
 /// Every section: its key (for `--only`), its title and its function, in report order.
-const SECTIONS: [(&str, &str, Section); 6] = [
+const SECTIONS: [(&str, &str, Section); 7] = [
     ("latency", "Added latency", latency::run),
     ("throughput", "Throughput", throughput::run),
+    (
+        "instructions",
+        "Instructions per request",
+        instructions::run,
+    ),
     ("streams", "Streams", streams::run),
     ("memory", "Memory", memory::run),
     ("coldstart", "Cold start", coldstart::run),
