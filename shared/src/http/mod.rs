@@ -86,7 +86,7 @@ fn app(gateway: Arc<Gateway>, parts: Parts) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(request_id::stamp))
+        .layer(request_id::StampLayer)
         .with_state(gateway)
 }
 
