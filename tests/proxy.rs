@@ -151,6 +151,62 @@ async fn streams_are_event_streams_whatever_the_backend_declares() {
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
 }
 
+/// Gateway for a stream whose backend sends `chunks` events, one every `interval_ms`, on an
+/// endpoint whose idle limit is `idle_ms`.
+async fn paced_stream(chunks: u32, interval_ms: u64, idle_ms: u64) -> (Simulator, TestGateway) {
+    let a = simulator(
+        "a",
+        Behaviour {
+            chunks,
+            chunk_interval_ms: interval_ms,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut config = app_config("chat", &[("ptu", &a.url(), None)]);
+    config["applications"][0]["endpoints"][0]["timeouts"] = serde_json::json!({"idleMs": idle_ms});
+    let gw = TestGateway::start(config).await;
+    (a, gw)
+}
+
+#[tokio::test]
+async fn a_stream_that_stalls_mid_body_is_cut_after_the_idle_limit() {
+    let (_a, gw) = paced_stream(3, 5_000, 300).await;
+    let started = std::time::Instant::now();
+    let mut response = post_chat(&gw, "chat", "hi", true).await;
+    assert_eq!(response.status(), 200);
+    let first = response.chunk().await.unwrap().unwrap();
+    assert!(std::str::from_utf8(&first).unwrap().starts_with("data: "));
+    // The next event is 5 s away: the body must end in error (never look complete) long before.
+    let mut rest = Vec::new();
+    let ended = loop {
+        match response.chunk().await {
+            Ok(Some(piece)) => rest.extend_from_slice(&piece),
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(ended.is_err(), "a cut stream must not end cleanly");
+    assert!(!String::from_utf8_lossy(&rest).contains("[DONE]"));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "cut after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn steady_pieces_keep_a_stream_alive_past_the_idle_limit() {
+    // 8 events 100 ms apart: 800 ms in all, far past the 300 ms idle limit, never idle that long.
+    let (_a, gw) = paced_stream(8, 100, 300).await;
+    let text = post_chat(&gw, "chat", "hi", true)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+}
+
 #[tokio::test]
 async fn request_ids_and_rate_limit_headers_come_back() {
     let a = simulator("a", Behaviour::default()).await;

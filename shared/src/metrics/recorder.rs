@@ -5,6 +5,7 @@ use super::usage::{self, TAIL_BYTES};
 use super::{EndpointMetrics, Outcome};
 use crate::throttle::InFlight;
 use bytes::Bytes;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,7 +14,7 @@ use std::time::Instant;
 pub struct Recorder {
     metrics: Arc<EndpointMetrics>,
     started: Instant,
-    tail: Vec<u8>,
+    tail: VecDeque<u8>,
     complete: bool,
     /// The declared body length: the server stops polling a body once that much is sent, so
     /// reaching it is what "complete" means for such a body.
@@ -43,7 +44,7 @@ impl Recorder {
         Self {
             metrics,
             started,
-            tail: Vec::new(),
+            tail: VecDeque::new(),
             complete: false,
             expected_len: None,
             received: 0,
@@ -68,15 +69,11 @@ impl Recorder {
         if self.stream && self.first_chunk.is_none() {
             self.first_chunk = Some(self.started.elapsed());
         }
-        if bytes.len() >= TAIL_BYTES {
-            self.tail.clear();
-            self.tail
-                .extend_from_slice(&bytes[bytes.len() - TAIL_BYTES..]);
-        } else {
-            let overflow = (self.tail.len() + bytes.len()).saturating_sub(TAIL_BYTES);
-            self.tail.drain(..overflow);
-            self.tail.extend_from_slice(bytes);
-        }
+        // A ring: each piece costs its own length, however full the tail already is.
+        let keep = &bytes[bytes.len().saturating_sub(TAIL_BYTES)..];
+        let overflow = (self.tail.len() + keep.len()).saturating_sub(TAIL_BYTES);
+        self.tail.drain(..overflow);
+        self.tail.extend(keep);
     }
 
     /// The body reached its end.
@@ -91,7 +88,7 @@ impl Drop for Recorder {
             self.metrics.count(outcome);
             return;
         }
-        let usage = usage::parse(&self.tail);
+        let usage = usage::parse(self.tail.make_contiguous());
         self.metrics.answered(
             self.started.elapsed(),
             self.first_chunk,

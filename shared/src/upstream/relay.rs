@@ -6,8 +6,12 @@ use super::usage_chunk::UsageStripper;
 use crate::metrics::Recorder;
 use axum::body::Body;
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt, stream};
-use std::time::Duration;
+use futures_util::{Stream, StreamExt};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::time::Sleep;
 
 /// Why a relayed body ended early. Ending the body with an error makes the server abort the
 /// client's connection, so a truncated answer can never look complete.
@@ -31,54 +35,87 @@ pub fn relay_body(
     if !strip_usage {
         recorder.expect_len(response.content_length());
     }
-    let relay = Relay {
+    let now = Instant::now();
+    Body::from_stream(Relay {
         upstream: response.bytes_stream(),
         recorder,
         strip: strip_usage.then(UsageStripper::default),
-    };
-    Body::from_stream(with_idle_timeout(relay, idle))
+        idle,
+        last_piece: now,
+        idle_check: tokio::time::sleep_until((now + idle).into()),
+        done: false,
+    })
 }
 
-struct Relay<S> {
-    upstream: S,
-    recorder: Recorder,
-    strip: Option<UsageStripper>,
+pin_project_lite::pin_project! {
+    /// The relay as a stream of pieces for the client.
+    ///
+    /// The idle timer is not re-armed for every piece (a stream sends hundreds): it fires at most
+    /// once per `idle`, and then either ends the body (nothing came for `idle`) or moves itself to
+    /// `idle` after the last piece.
+    struct Relay<S> {
+        upstream: S,
+        recorder: Recorder,
+        strip: Option<UsageStripper>,
+        idle: Duration,
+        last_piece: Instant,
+        #[pin]
+        idle_check: Sleep,
+        done: bool,
+    }
 }
 
-fn with_idle_timeout<S>(
-    relay: Relay<S>,
-    idle: Duration,
-) -> impl Stream<Item = Result<Bytes, RelayError>> + Send + 'static
+impl<S> Stream for Relay<S>
 where
-    S: Stream<Item = Result<Bytes, reqwest::Error>> + Send + Unpin + 'static,
+    S: Stream<Item = Result<Bytes, reqwest::Error>> + Unpin,
 {
-    stream::unfold(Some(relay), move |state| async move {
-        let mut relay = state?;
+    type Item = Result<Bytes, RelayError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut this = self.project();
+        if *this.done {
+            return Poll::Ready(None);
+        }
         loop {
-            match tokio::time::timeout(idle, relay.upstream.next()).await {
-                Ok(Some(Ok(chunk))) => {
-                    relay.recorder.chunk(&chunk);
-                    let out = match &mut relay.strip {
+            match this.upstream.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    *this.last_piece = Instant::now();
+                    this.recorder.chunk(&chunk);
+                    let out = match this.strip.as_mut() {
                         Some(strip) => strip.feed(&chunk),
                         None => chunk,
                     };
                     // An empty piece would end a chunked body early: wait for more instead.
                     if !out.is_empty() {
-                        return Some((Ok(out), Some(relay)));
+                        return Poll::Ready(Some(Ok(out)));
                     }
                 }
-                Ok(Some(Err(e))) => return Some((Err(RelayError::Backend(e)), None)),
-                Ok(None) => {
-                    relay.recorder.complete();
-                    let rest = relay
+                Poll::Ready(Some(Err(e))) => {
+                    *this.done = true;
+                    return Poll::Ready(Some(Err(RelayError::Backend(e))));
+                }
+                Poll::Ready(None) => {
+                    *this.done = true;
+                    this.recorder.complete();
+                    let rest = this
                         .strip
                         .as_mut()
                         .map(UsageStripper::finish)
                         .unwrap_or_default();
-                    return (!rest.is_empty()).then_some((Ok(rest), None));
+                    return Poll::Ready((!rest.is_empty()).then_some(Ok(rest)));
                 }
-                Err(_) => return Some((Err(RelayError::Idle(idle)), None)),
+                Poll::Pending => {
+                    while this.idle_check.as_mut().poll(cx).is_ready() {
+                        let quiet_until = *this.last_piece + *this.idle;
+                        if Instant::now() >= quiet_until {
+                            *this.done = true;
+                            return Poll::Ready(Some(Err(RelayError::Idle(*this.idle))));
+                        }
+                        this.idle_check.as_mut().reset(quiet_until.into());
+                    }
+                    return Poll::Pending;
+                }
             }
         }
-    })
+    }
 }
