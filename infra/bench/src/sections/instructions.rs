@@ -120,13 +120,13 @@ fn count(b: &Bench, subject: &Subject<'_>, secs: u32) -> Res<(u64, f64)> {
 
 /// `callgrind_control OPTION PID`: `-z` zeroes the counters, `-d` writes them out.
 fn control(proc: &Proc, option: &str) -> Res<()> {
-    let status = Command::new("callgrind_control")
+    let out = Command::new("callgrind_control")
         .arg(option)
         .arg(proc.pid().to_string())
-        .stdout(std::process::Stdio::null())
-        .status()?;
-    if !status.success() {
-        return Err(format!("callgrind_control {option} failed for {}", proc.name).into());
+        .output()?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!("callgrind_control {option} failed for {}: {err}", proc.name).into());
     }
     Ok(())
 }

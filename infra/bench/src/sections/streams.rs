@@ -120,7 +120,9 @@ fn measure(b: &Bench) -> Res<String> {
             } else if held_gw <= held_pt {
                 "no more than the pass-through: the proxy core was late, not the gateway's relay"
             } else {
-                "**the gateway coalesced more chunks than the pass-through**"
+                "**more than the pass-through in this run**; this count swings several-fold \
+                 between runs for both proxies (the measuring client shares core 1 with the \
+                 simulator), so repeat the run before reading it as the relay's"
             };
             notes += &format!(
                 "- {conns} stream(s): gateway TTFT overhead p99 {} (target ≤ 0.3 ms: {}); \
