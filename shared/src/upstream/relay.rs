@@ -35,6 +35,9 @@ pub fn relay_body(
     if !strip_usage {
         recorder.expect_len(response.content_length());
     }
+    // Configurations allow at most an hour; the cap keeps `Instant` arithmetic from overflowing
+    // whatever a caller passes.
+    let idle = idle.min(Duration::from_secs(365 * 24 * 3600));
     let now = Instant::now();
     Body::from_stream(Relay {
         upstream: response.bytes_stream(),
