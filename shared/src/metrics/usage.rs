@@ -2,8 +2,9 @@
 //! last in a chat completion (JSON) and in the final chunk of a stream (SSE), so the gateway keeps
 //! the body's last few KiB and looks for the last `"usage"` there.
 
-use memchr::memmem;
+use memchr::memmem::FinderRev;
 use serde::Deserialize;
+use std::sync::LazyLock;
 
 /// Tokens of one answer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -28,7 +29,8 @@ pub fn parse(tail: &[u8]) -> Option<Usage> {
         total_tokens: u64,
     }
     const KEY: &[u8] = b"\"usage\"";
-    let after = &tail[memmem::rfind(tail, KEY)? + KEY.len()..];
+    static LAST_KEY: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(KEY));
+    let after = &tail[LAST_KEY.rfind(tail)? + KEY.len()..];
     let object = after.trim_ascii_start().strip_prefix(b":")?;
     // Reads one JSON value and stops there, whatever follows it.
     let counts: Counts = serde_json::Deserializer::from_slice(object)

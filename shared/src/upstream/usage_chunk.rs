@@ -3,10 +3,11 @@
 //! stream before it reaches the client, who never asked for it.
 
 use bytes::{Bytes, BytesMut};
-use memchr::memmem;
+use memchr::memmem::{self, Finder};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
+use std::sync::LazyLock;
 
 /// The request body with `stream_options.include_usage` set, other stream options kept.
 /// `None` when the body is not a JSON object (already rejected before this point).
@@ -19,7 +20,7 @@ pub fn request_usage(body: &[u8]) -> Option<Bytes> {
 /// not apply (stream options present, or a key that might spell them with escapes).
 fn append_usage_option(body: &[u8]) -> Option<Bytes> {
     const MEMBER: &[u8] = br#""stream_options":{"include_usage":true}"#;
-    if memmem::find(body, b"\"stream_options\"").is_some() || memmem::find(body, b"\\u").is_some() {
+    if OPTIONS_OR_ESCAPE.iter().any(|f| f.find(body).is_some()) {
         return None;
     }
     let object = body.trim_ascii();
@@ -85,8 +86,15 @@ impl UsageStripper {
     }
 }
 
+/// Searchers built once: building one costs more than searching a whole event with it, and
+/// the usage check runs on every event of every stream.
+static USAGE_OBJECT: LazyLock<[Finder<'static>; 2]> =
+    LazyLock::new(|| [Finder::new(b"\"usage\":{"), Finder::new(b"\"usage\": {")]);
+static OPTIONS_OR_ESCAPE: LazyLock<[Finder<'static>; 2]> =
+    LazyLock::new(|| [Finder::new(b"\"stream_options\""), Finder::new(b"\\u")]);
+
 fn mentions_usage(bytes: &[u8]) -> bool {
-    memmem::find(bytes, b"\"usage\":{").is_some() || memmem::find(bytes, b"\"usage\": {").is_some()
+    USAGE_OBJECT.iter().any(|f| f.find(bytes).is_some())
 }
 
 /// The end (exclusive) of the last complete event: just past its blank line.
