@@ -193,24 +193,8 @@ async fn metrics_aggregate_over_two_instances() {
     let url = test_database().await;
     let a = simulator("a", Behaviour::default()).await;
     let config = app_config("chat", &[("ptu", &a.url(), None)]);
-    let one = TestGateway::start_shared(
-        config.clone(),
-        Settings {
-            instance: "i1".into(),
-            ..settings()
-        },
-        postgres_store(&url).await,
-    )
-    .await;
-    let two = TestGateway::start_shared(
-        config,
-        Settings {
-            instance: "i2".into(),
-            ..settings()
-        },
-        postgres_store(&url).await,
-    )
-    .await;
+    let one = TestGateway::instance(&config, &url, "i1", settings()).await;
+    let two = TestGateway::instance(&config, &url, "i2", settings()).await;
     for _ in 0..2 {
         post_chat(&one, "chat", "hi", false).await;
     }
@@ -349,24 +333,8 @@ async fn reconfig_under_load_fails_no_request_and_reaches_the_other_instance() {
     let a = simulator("a", Behaviour::default()).await;
     let b = simulator("b", Behaviour::default()).await;
     let old = app_config("chat", &[("ptu", &a.url(), None)]);
-    let one = TestGateway::start_shared(
-        old.clone(),
-        Settings {
-            instance: "i1".into(),
-            ..settings()
-        },
-        postgres_store(&url).await,
-    )
-    .await;
-    let two = TestGateway::start_shared(
-        old,
-        Settings {
-            instance: "i2".into(),
-            ..settings()
-        },
-        postgres_store(&url).await,
-    )
-    .await;
+    let one = TestGateway::instance(&old, &url, "i1", settings()).await;
+    let two = TestGateway::instance(&old, &url, "i2", settings()).await;
 
     let load = async {
         let mut statuses = Vec::new();

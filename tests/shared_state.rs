@@ -8,14 +8,6 @@ use std::time::{Duration, Instant};
 
 const PG_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/pg");
 
-async fn instance(config: &serde_json::Value, url: &str, name: &str) -> TestGateway {
-    let settings = Settings {
-        instance: name.into(),
-        ..Settings::default()
-    };
-    TestGateway::start_shared(config.clone(), settings, postgres_store(url).await).await
-}
-
 fn served_by(r: &reqwest::Response) -> String {
     r.headers()["x-endpoint-id"].to_str().unwrap().to_owned()
 }
@@ -34,9 +26,9 @@ async fn a_429_on_one_instance_steers_the_others_away_within_a_second() {
     let b = simulator("b", Behaviour::default()).await;
     let config = app_config("chat", &[("ptu", &a.url(), None), ("payg", &b.url(), None)]);
     let gws = [
-        instance(&config, &url, "i1").await,
-        instance(&config, &url, "i2").await,
-        instance(&config, &url, "i3").await,
+        TestGateway::instance(&config, &url, "i1", Settings::default()).await,
+        TestGateway::instance(&config, &url, "i2", Settings::default()).await,
+        TestGateway::instance(&config, &url, "i3", Settings::default()).await,
     ];
 
     let seen = Instant::now();
@@ -75,9 +67,9 @@ async fn the_rpm_limit_holds_across_instances_under_concurrent_load() {
         &[("ptu", &a.url(), Some(40)), ("payg", &b.url(), None)],
     );
     let gws = [
-        instance(&config, &url, "i1").await,
-        instance(&config, &url, "i2").await,
-        instance(&config, &url, "i3").await,
+        TestGateway::instance(&config, &url, "i1", Settings::default()).await,
+        TestGateway::instance(&config, &url, "i2", Settings::default()).await,
+        TestGateway::instance(&config, &url, "i3", Settings::default()).await,
     ];
 
     let requests = (0..180).map(|i| post_chat(&gws[i % 3], "chat", "hi", false));
@@ -163,8 +155,8 @@ async fn a_database_outage_fails_no_request_and_state_reconciles_after_it() {
         &[("ptu", &a.url(), Some(100_000)), ("payg", &b.url(), None)],
     );
     let (one, two) = (
-        instance(&config, &url, "i1").await,
-        instance(&config, &url, "i2").await,
+        TestGateway::instance(&config, &url, "i1", Settings::default()).await,
+        TestGateway::instance(&config, &url, "i2", Settings::default()).await,
     );
 
     let burst = |n: usize| {

@@ -247,6 +247,15 @@ pub async fn postgres_store(url: &str) -> Arc<dyn SharedStore> {
 }
 
 impl TestGateway {
+    /// Instance `name` of a gateway whose instances share the PostgreSQL database at `url`.
+    pub async fn instance(config: &Value, url: &str, name: &str, settings: Settings) -> Self {
+        let settings = Settings {
+            instance: name.into(),
+            ..settings
+        };
+        Self::start_shared(config.clone(), settings, postgres_store(url).await).await
+    }
+
     /// Whether this instance currently keeps endpoint `index` of `app` off (circuit open).
     pub fn circuit_open(&self, app: &str, index: usize) -> bool {
         let snapshot = self.gateway.snapshot();
