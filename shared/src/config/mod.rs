@@ -94,6 +94,8 @@ pub struct Application {
 pub struct Endpoint {
     /// Names the endpoint in headers, metrics, logs and errors (never the URI).
     pub id: Arc<str>,
+    /// `id` as the `x-endpoint-id` header value every answer carries, built once.
+    pub id_header: http::HeaderValue,
     pub uri: Url,
     pub key: Secret,
     pub rpm: Option<u32>,

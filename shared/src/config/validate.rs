@@ -235,8 +235,14 @@ fn endpoint(
     if problems.0.len() != before {
         return None;
     }
+    // A valid id is visible ASCII, so this holds; said rather than assumed.
+    let Ok(id_header) = http::HeaderValue::from_str(&id) else {
+        problems.push(format!("{path}.id"), "cannot be sent as a header value");
+        return None;
+    };
     Some(Endpoint {
         id,
+        id_header,
         uri: uri?,
         key: key?,
         rpm,

@@ -149,9 +149,7 @@ async fn handle_in(
             headers.insert(name.clone(), value.clone());
         }
     }
-    if let Ok(id) = HeaderValue::from_str(&endpoint.id) {
-        headers.insert(ENDPOINT_ID, id);
-    }
+    headers.insert(ENDPOINT_ID, endpoint.id_header.clone());
     let recorder = Recorder::new(
         route.endpoints[index].metrics.clone(),
         status,
