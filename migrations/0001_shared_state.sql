@@ -1,7 +1,6 @@
 -- Shared state that lets many gateway instances behave as one: circuit state, RPM permit
--- leases and metrics windows. The vector extension is created here for the semantic cache and
--- conversation memory that build on this database.
-CREATE EXTENSION IF NOT EXISTS vector;
+-- leases and metrics windows. Nothing here needs an extension: the features that need pgvector
+-- have their own migrations (migrations/vector/), so a server without it loses only them.
 
 -- An endpoint kept off by a 429 until open_until_ms (Unix milliseconds).
 CREATE TABLE IF NOT EXISTS gw_circuits (
@@ -12,7 +11,7 @@ CREATE TABLE IF NOT EXISTS gw_circuits (
     PRIMARY KEY (app_id, endpoint_id)
 );
 
--- Blocks of RPM permits leased by instances (see the ratelimit module's doc for the algorithm).
+-- Blocks of RPM permits leased by instances (see shared/src/throttle/permits.rs for the algorithm).
 CREATE TABLE IF NOT EXISTS gw_rate_leases (
     id            BIGSERIAL PRIMARY KEY,
     app_id        TEXT    NOT NULL,

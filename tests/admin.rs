@@ -215,13 +215,13 @@ async fn prometheus_output_parses() {
     }
     let r = reqwest::get(format!("{}/metrics", gw.url())).await.unwrap();
     assert_eq!(r.status(), 200);
-    assert!(
-        r.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain")
+    assert_eq!(
+        r.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8",
+        "the text format scrapers read by default"
     );
     let text = r.text().await.unwrap();
+    assert!(!text.contains("# EOF"), "not OpenMetrics");
     let mut samples = std::collections::HashMap::new();
     for line in text.lines().filter(|l| !l.is_empty()) {
         if let Some(rest) = line.strip_prefix("# ") {
@@ -261,8 +261,29 @@ async fn prometheus_output_parses() {
         4.0
     );
     assert_eq!(
+        samples[r#"aigw_requests_total{app="chat",endpoint="ptu",outcome="client_cancelled"}"#],
+        0.0
+    );
+    let tokens = |source: &str| {
+        samples[&format!(
+            r#"aigw_tokens_total{{app="chat",endpoint="ptu",kind="total",source="{source}"}}"#
+        )]
+    };
+    assert!(tokens("usage") > 0.0);
+    assert_eq!(tokens("estimate"), 0.0);
+    assert_eq!(
+        samples[r#"aigw_gateway_responses_total{app="chat",status="429"}"#],
+        0.0
+    );
+    assert!(
+        samples
+            .keys()
+            .any(|k| k.starts_with(r#"aigw_endpoint_info{app="chat",endpoint="ptu",uri=""#))
+    );
+    // What may be admitted right now: a 10 s burst of 100/6 = 16, less the 4 just sent.
+    assert_eq!(
         samples[r#"aigw_rpm_remaining{app="chat",endpoint="ptu"}"#],
-        96.0
+        12.0
     );
     assert_eq!(
         samples[r#"aigw_circuit_open{app="chat",endpoint="ptu"}"#],
@@ -400,4 +421,56 @@ async fn an_empty_reconfig_rereads_the_file() {
         "west"
     );
     let _ = std::fs::remove_file(file);
+}
+
+/// The endpoint id an instance serves `chat` with now, and the version it reports.
+async fn serving(gw: &TestGateway) -> (String, i64) {
+    let info = get_json(format!("{}/api/v1/dev/apirouter/instanceinfo", gw.url())).await;
+    let health = get_json(format!("{}/api/v1/dev/apirouter/healthz", gw.url())).await;
+    (
+        info["aiApplications"][0]["endpoints"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        health["configVersion"].as_i64().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn concurrent_reconfigurations_settle_on_the_newest_version_everywhere() {
+    let url = test_database().await;
+    let sim = simulator("s", Behaviour::default()).await;
+    let start = app_config("chat", &[("start", &sim.url(), None)]);
+    let a = TestGateway::instance(&start, &url, "a", settings()).await;
+    let b = TestGateway::instance(&start, &url, "b", settings()).await;
+    for round in 0..6 {
+        let x = format!("x{round}");
+        let y = format!("y{round}");
+        let body = |id: &str| app_config("chat", &[(id, &sim.url(), None)]).to_string();
+        // Two operators at once: on two instances in even rounds, on one instance in odd ones.
+        let target = if round % 2 == 0 { &b } else { &a };
+        let (rx, ry) = tokio::join!(
+            reconfig(&a, Some(KEY), body(&x)),
+            reconfig(target, Some(KEY), body(&y))
+        );
+        assert_eq!((rx.status().as_u16(), ry.status().as_u16()), (200, 200));
+        let vx = rx.json::<Value>().await.unwrap()["version"]
+            .as_i64()
+            .unwrap();
+        let vy = ry.json::<Value>().await.unwrap()["version"]
+            .as_i64()
+            .unwrap();
+        let (newest, winner) = if vx > vy { (vx, &x) } else { (vy, &y) };
+        for gw in [&a, &b] {
+            let settled = eventually(Duration::from_secs(5), || async {
+                serving(gw).await == (winner.clone(), newest)
+            })
+            .await;
+            assert!(
+                settled,
+                "round {round}: serves {:?}, expected ({winner}, {newest})",
+                serving(gw).await
+            );
+        }
+    }
 }

@@ -161,9 +161,10 @@ async fn the_circuit_closes_after_the_wait() {
 async fn a_spent_rpm_budget_skips_the_endpoint() {
     let a = simulator("a", Behaviour::default()).await;
     let b = simulator("b", Behaviour::default()).await;
+    // 12 rpm: 2 per 10 s, all that a burst may use.
     let gw = TestGateway::start(app_config(
         "chat",
-        &[("ptu", &a.url(), Some(2)), ("payg", &b.url(), None)],
+        &[("ptu", &a.url(), Some(12)), ("payg", &b.url(), None)],
     ))
     .await;
     let served: Vec<String> = futures_util::future::join_all((0..5).map(|_| post(&gw, "hi")))
@@ -262,21 +263,65 @@ async fn dropped_connections_fail_over() {
 #[tokio::test]
 async fn when_everything_fails_the_client_gets_a_502_naming_each_endpoint() {
     let a = simulator("a", failing(500)).await;
+    let dropper = simulator(
+        "dropper",
+        Behaviour {
+            mode: aigw_simulator::Mode::Drop,
+            ..Default::default()
+        },
+    )
+    .await;
     let dead = closed_port_url().await;
+    // A backend that answers with something that is not HTTP.
+    let garbage = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let garbage_url = format!("http://{}", garbage.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = garbage.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket.write_all(b"SSH-2.0-not-http\r\n\r\n").await;
+        }
+    });
     let gw = TestGateway::start(app_config(
         "chat",
-        &[("e500", &a.url(), None), ("down", &dead, None)],
+        &[
+            ("e500", &a.url(), None),
+            ("down", &dead, None),
+            ("dropped", &dropper.url(), None),
+            ("garbled", &garbage_url, None),
+        ],
     ))
     .await;
     let r = post(&gw, "hi").await;
     assert_eq!(r.status(), 502);
-    let body: Value = r.json().await.unwrap();
+    let text = r.text().await.unwrap();
+    let body: Value = serde_json::from_str(&text).unwrap();
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("e500 answered 500"), "{message}");
-    assert!(message.contains("down connection failed"), "{message}");
+    for part in [
+        "e500: status 500",
+        "down: connect",
+        "dropped: reset",
+        "garbled: protocol",
+    ] {
+        assert!(message.contains(part), "{part}: {message}");
+    }
+    let details: Vec<(String, String)> = body["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["endpoint"].as_str().unwrap().to_owned(),
+                d["failure"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(details.len(), 4, "{details:?}");
+    assert!(details.contains(&("garbled".into(), "protocol".into())));
     assert!(
-        !message.contains("127.0.0.1"),
-        "no backend URI leaks: {message}"
+        !text.contains("127.0.0.1") && !text.contains("http://") && !text.contains("url"),
+        "no backend address leaks: {text}"
     );
 }
 

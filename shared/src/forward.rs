@@ -6,7 +6,7 @@
 //!    wait is noted.
 //! 3. Otherwise it is called. An answer (success or a client error such as a content-filter 400)
 //!    ends the search. A 429 opens the endpoint's circuit for the backend's wait (or the default
-//!    wait), notes it, and moves on; connection errors, timeouts and 5xx move on too.
+//!    wait; never longer than the maximum wait), notes it, and moves on; connection errors, timeouts and 5xx move on too.
 //! 4. When every endpoint was skipped or failed: if any was busy, the client gets a 429 with the
 //!    shortest wait (a throttled endpoint is worth retrying, whatever else failed); otherwise a
 //!    502 naming each endpoint's failure.
@@ -18,7 +18,7 @@ use crate::metrics::Outcome;
 use crate::routing::{self, EndpointView};
 use crate::state::AppRoute;
 use crate::throttle::{InFlight, Shared, now_ms};
-use crate::upstream::{self, Attempt, Failure};
+use crate::upstream::{self, Attempt, Failure, Outbound};
 use bytes::Bytes;
 use http::HeaderValue;
 use std::sync::Arc;
@@ -51,17 +51,36 @@ pub enum ForwardError {
 fn describe(failures: &[(Arc<str>, Failure)]) -> String {
     failures
         .iter()
-        .map(|(id, f)| format!("{id} {f}"))
+        .map(|(id, f)| format!("{id}: {f}"))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// How long a 429 keeps an endpoint off.
+#[derive(Debug, Clone, Copy)]
+pub struct Waits {
+    /// For a 429 that names no wait (`API_GATEWAY_DEFAULT_RETRY_AFTER_SECS`).
+    pub default: Duration,
+    /// The most any 429 may ask for (`API_GATEWAY_MAX_RETRY_AFTER_SECS`): a backend naming a
+    /// billion seconds must not keep an endpoint off, on every instance, for decades.
+    pub max: Duration,
+}
+
+impl Waits {
+    /// The wait for a 429 that asked for `wait` (or none), in milliseconds.
+    pub fn for_429(&self, wait: Option<Duration>) -> u64 {
+        let wait = wait.unwrap_or(self.default).min(self.max);
+        u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 /// Try `route`'s endpoints for one request body.
 pub async fn forward(
     route: &AppRoute,
+    outbound: &Outbound,
     body: Bytes,
     request_id: &HeaderValue,
-    default_wait: Duration,
+    waits: Waits,
     shared: &Shared,
 ) -> Result<Forwarded, ForwardError> {
     let views: Vec<EndpointView> = route
@@ -97,7 +116,7 @@ pub async fn forward(
         let in_flight = live.throttle.begin(now);
         let started = std::time::Instant::now();
         let attempt = tracing::info_span!("upstream", endpoint = %endpoint.id);
-        let outcome = upstream::call(&live.client, endpoint, body.clone(), request_id)
+        let outcome = upstream::call(&live.client, endpoint, outbound, &body, request_id)
             .instrument(attempt)
             .await;
         upstream_time += started.elapsed();
@@ -113,10 +132,11 @@ pub async fn forward(
             }
             Attempt::Throttled { wait } => {
                 live.metrics.count(Outcome::Throttled);
-                let wait = wait.unwrap_or(default_wait).as_millis() as u64;
-                let until = now_ms() + wait;
-                live.throttle.circuit.open_until(until);
-                shared.publish_circuit(live.throttle.key.clone(), until);
+                let wait = waits.for_429(wait);
+                let seen = now_ms();
+                let until = seen.saturating_add(wait);
+                live.throttle.circuit.open_at(until, seen);
+                shared.publish_circuit(live.throttle.key.clone(), until, seen);
                 tracing::info!(app = %route.app.id, endpoint = %endpoint.id, wait_ms = wait, "endpoint throttled, circuit open");
                 note_wait(wait);
             }

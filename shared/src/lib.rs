@@ -12,6 +12,7 @@ pub mod http;
 pub mod metrics;
 pub mod routing;
 pub mod server;
+pub mod serverless;
 pub mod settings;
 pub mod start;
 pub mod state;

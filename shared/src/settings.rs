@@ -45,9 +45,37 @@ pub struct Settings {
     pub sync_interval: Duration,
     /// This instance's unique name in the shared store: `{name}-{host}-{pid}`.
     pub instance: String,
-    /// `API_GATEWAY_KEY`: the bearer key for `POST {prefix}/reconfig` (reconfiguration is off
-    /// without it). Never printed.
+    /// `API_GATEWAY_KEY`: the bearer key for the admin routes that change state
+    /// (`POST {prefix}/reconfig`, `POST {prefix}/circuits/...`); they are off without it. Never
+    /// printed.
     pub gateway_key: Option<GatewayKey>,
+    /// `API_GATEWAY_MAX_RETRY_AFTER_SECS`: the longest wait a backend's 429 may open a circuit
+    /// for (default 86,400 s: Azure quota 429s can name a day).
+    pub max_retry_after: Duration,
+    /// `API_GATEWAY_DEFAULT_API_VERSION`: the `api-version` sent to an endpoint whose URI names
+    /// none when the client named none either (default `2024-10-21`).
+    pub default_api_version: String,
+    /// `API_GATEWAY_HEADER_TIMEOUT_SECS`: how long a client may take to send a request head
+    /// (default 10 s).
+    pub header_timeout: Duration,
+    /// `API_GATEWAY_BODY_TIMEOUT_SECS`: how long a request body may stop arriving before the
+    /// request is refused (default 30 s).
+    pub body_timeout: Duration,
+    /// `API_GATEWAY_KEEPALIVE_SECS`: how long an idle keep-alive connection is kept open
+    /// (default 60 s).
+    pub keepalive: Duration,
+    /// `API_GATEWAY_LOG_FORMAT`: `text` (default) or `json` (one object per line, for hosts).
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines, coloured only when stderr is a terminal.
+    Text,
+    /// One JSON object per line (what log collectors on Functions, Container Apps and Lambda
+    /// parse best).
+    Json,
 }
 
 /// The gateway's admin key, compared in constant time and never printed.
@@ -101,6 +129,12 @@ impl Default for Settings {
             sync_interval: Duration::from_millis(250),
             instance: format!("aigw-local-{}", std::process::id()),
             gateway_key: None,
+            max_retry_after: Duration::from_secs(86_400),
+            default_api_version: "2024-10-21".into(),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            keepalive: Duration::from_secs(60),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -204,6 +238,50 @@ impl Settings {
             }
             s.sync_interval = Duration::from_millis(ms);
         }
+        if let Some(v) = env.var("API_GATEWAY_KEY").filter(|v| !v.is_empty()) {
+            s.gateway_key = Some(GatewayKey::new(v));
+        }
+        if let Some(v) = env.var("API_GATEWAY_MAX_RETRY_AFTER_SECS") {
+            let secs: u64 = parse("API_GATEWAY_MAX_RETRY_AFTER_SECS", &v, "seconds")?;
+            if secs == 0 {
+                return Err(err(
+                    "API_GATEWAY_MAX_RETRY_AFTER_SECS",
+                    "must be at least 1",
+                ));
+            }
+            s.max_retry_after = Duration::from_secs(secs);
+        }
+        if let Some(v) = env
+            .var("API_GATEWAY_DEFAULT_API_VERSION")
+            .filter(|v| !v.is_empty())
+        {
+            if !v
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            {
+                return Err(err(
+                    "API_GATEWAY_DEFAULT_API_VERSION",
+                    "letters, digits, '-' and '.' only (for example 2024-10-21)",
+                ));
+            }
+            s.default_api_version = v;
+        }
+        if let Some(v) = env.var("API_GATEWAY_HEADER_TIMEOUT_SECS") {
+            s.header_timeout = positive_secs("API_GATEWAY_HEADER_TIMEOUT_SECS", &v)?;
+        }
+        if let Some(v) = env.var("API_GATEWAY_BODY_TIMEOUT_SECS") {
+            s.body_timeout = positive_secs("API_GATEWAY_BODY_TIMEOUT_SECS", &v)?;
+        }
+        if let Some(v) = env.var("API_GATEWAY_KEEPALIVE_SECS") {
+            s.keepalive = positive_secs("API_GATEWAY_KEEPALIVE_SECS", &v)?;
+        }
+        if let Some(v) = env.var("API_GATEWAY_LOG_FORMAT").filter(|v| !v.is_empty()) {
+            s.log_format = match v.trim().to_ascii_lowercase().as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => return Err(err("API_GATEWAY_LOG_FORMAT", "must be 'text' or 'json'")),
+            };
+        }
         let host = [
             "WEBSITE_INSTANCE_ID",
             "CONTAINER_APP_REPLICA_NAME",
@@ -217,6 +295,14 @@ impl Settings {
         s.instance = format!("{}-{host}-{}", s.name, std::process::id());
         s.apply_args(args)?;
         Ok(s)
+    }
+
+    /// How long 429s keep endpoints off.
+    pub fn waits(&self) -> crate::forward::Waits {
+        crate::forward::Waits {
+            default: self.default_retry_after.min(self.max_retry_after),
+            max: self.max_retry_after,
+        }
     }
 
     /// This instance's unique name in the shared store.
@@ -271,6 +357,15 @@ fn parse<T: std::str::FromStr>(name: &str, value: &str, what: &str) -> Result<T,
         .trim()
         .parse()
         .map_err(|_| err(name, &format!("'{value}' is not {what}")))
+}
+
+/// Seconds (fractions allowed) above 0 and at most a day.
+fn positive_secs(name: &str, value: &str) -> Result<Duration, SettingsError> {
+    let secs: f64 = parse(name, value, "seconds")?;
+    if !(secs.is_finite() && secs > 0.0 && secs <= 86_400.0) {
+        return Err(err(name, "must be above 0 and at most 86400 seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 fn err(name: &str, message: &str) -> SettingsError {

@@ -48,7 +48,7 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn SharedStore>, Sto
 /// Read settings and configuration, set up logging, open the shared store and build the gateway.
 pub async fn boot(env: &dyn Env, args: &[String]) -> Result<Arc<Gateway>, StartError> {
     let settings = Settings::load(env, args)?;
-    crate::telemetry::init(&settings.log_level, env);
+    crate::telemetry::init(&settings.log_level, settings.log_format, env);
     let path = settings.config_file.clone().ok_or(StartError::NoConfig)?;
     let config = config::load_file(&path, env)?;
     for field in &config.unused {
@@ -80,7 +80,9 @@ pub fn listen_addr(settings: &Settings, env: &dyn Env) -> Result<SocketAddr, Set
 
 /// Serve `gateway` through `app` on a plain listener (or the Functions host's port) until SIGTERM
 /// or Ctrl-C, then drain requests in flight and stop the background tasks (a last state sync and
-/// metrics flush). `name` prefixes messages. Returns the process exit code.
+/// metrics flush). The soft open-files limit is raised to the hard limit first, and clients are
+/// held to the settings' header, body and keep-alive timeouts (see [`crate::server`]). `name`
+/// prefixes messages. Returns the process exit code.
 pub async fn serve_until_signal(
     name: &str,
     gateway: &Arc<Gateway>,
@@ -95,6 +97,7 @@ pub async fn serve_until_signal(
             return ExitCode::from(2);
         }
     };
+    crate::server::raise_open_files_limit();
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -105,7 +108,8 @@ pub async fn serve_until_signal(
     tracing::info!(%addr, prefix = %settings.prefix(), "{name} listening");
     let background = gateway.start_background();
     let shutdown = crate::server::shutdown_signal();
-    let served = crate::server::serve(listener, app, settings.shutdown_grace, shutdown).await;
+    let options = crate::server::ServeOptions::from_settings(settings);
+    let served = crate::server::serve(listener, app, options, shutdown).await;
     background.stop().await;
     crate::telemetry::shutdown();
     match served {
@@ -127,10 +131,21 @@ pub async fn boot_process(name: &str) -> Result<Arc<Gateway>, std::process::Exit
     })
 }
 
-/// `gateway migrate`: apply the schema migrations to `DATABASE_URL` and exit (they are also
-/// applied at start-up; this is for deployment pipelines).
-pub async fn migrate_command(env: &dyn Env) -> std::process::ExitCode {
+/// `gateway migrate [--check]`: apply the schema migrations to `DATABASE_URL` and exit (the
+/// shared state's are also applied at start-up; this is for deployment pipelines). The pgvector
+/// features' migrations are applied too; a server without the extension only gets a warning
+/// saying what to change, since those features are then off, not broken. With `--check` nothing
+/// is applied: exit 0 when both schemas are up to date, 1 listing what is pending.
+pub async fn migrate_command(env: &dyn Env, args: &[String]) -> std::process::ExitCode {
     use std::process::ExitCode;
+    let check = match args {
+        [] => false,
+        [flag] if flag == "--check" => true,
+        _ => {
+            eprintln!("migrate: unexpected arguments {args:?} (usage: gateway migrate [--check])");
+            return ExitCode::from(2);
+        }
+    };
     let settings = match Settings::load(env, &[]) {
         Ok(settings) => settings,
         Err(e) => {
@@ -142,18 +157,48 @@ pub async fn migrate_command(env: &dyn Env) -> std::process::ExitCode {
         eprintln!("migrate: DATABASE_URL is not set");
         return ExitCode::from(2);
     };
-    let result = match PostgresStore::connect_lazy(&url.0) {
-        Ok(store) => store.migrate().await,
-        Err(e) => Err(e),
+    let store = match PostgresStore::connect_lazy(&url.0) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("migrate: {e}");
+            return ExitCode::from(2);
+        }
     };
-    match result {
-        Ok(()) => {
-            println!("migrate: schema up to date");
-            ExitCode::SUCCESS
+    if check {
+        return match store.pending_migrations().await {
+            Ok(pending) if pending.is_empty() => {
+                println!("migrate: schema up to date");
+                ExitCode::SUCCESS
+            }
+            Ok(pending) => {
+                for p in &pending {
+                    println!(
+                        "migrate: pending {} {} ({})",
+                        p.schema, p.version, p.description
+                    );
+                }
+                ExitCode::from(1)
+            }
+            Err(e) => {
+                eprintln!("migrate: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let Err(e) = store.migrate().await {
+        eprintln!("migrate: {e}");
+        return ExitCode::from(1);
+    }
+    match store.migrate_vector().await {
+        Ok(()) => println!("migrate: schema up to date (pgvector features included)"),
+        Err(e @ StoreError::VectorUnavailable(_)) => {
+            println!("migrate: shared state schema up to date");
+            eprintln!("migrate: warning: {e}");
         }
         Err(e) => {
             eprintln!("migrate: {e}");
-            ExitCode::from(1)
+            return ExitCode::from(1);
         }
     }
+    ExitCode::SUCCESS
 }

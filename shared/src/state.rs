@@ -25,6 +25,10 @@ use tokio::task::JoinHandle;
 #[derive(Debug)]
 pub struct Snapshot {
     pub config: Arc<GatewayConfig>,
+    /// The stored configuration version this snapshot was built from (0: the start-up file).
+    /// Kept inside the snapshot so that the version reported and the configuration served can
+    /// never disagree, and a snapshot only ever replaces an older one.
+    pub version: i64,
     apps: HashMap<Arc<str>, Arc<AppRoute>>,
 }
 
@@ -94,8 +98,8 @@ pub struct Gateway {
     /// This instance's own cost per request (outside backend calls).
     pub overhead: crate::metrics::overhead::Overhead,
     live: ArcSwap<Snapshot>,
-    /// The stored configuration version the live snapshot came from (0: the start-up file).
-    config_version: AtomicI64,
+    /// The newest stored configuration version seen (applied, or found invalid here).
+    seen_version: AtomicI64,
     throttles: Arc<ThrottleRegistry>,
     metrics: Arc<MetricsRegistry>,
     clients: ClientCache,
@@ -111,8 +115,12 @@ impl Gateway {
         let throttles = Arc::new(ThrottleRegistry::default());
         let metrics = Arc::new(MetricsRegistry::default());
         let clients = ClientCache::default();
-        let snapshot = build(Arc::new(config), &throttles, &metrics, &clients)?;
-        let shared = Arc::new(Shared::new(store, settings.instance_id()));
+        let snapshot = build(Arc::new(config), 0, &throttles, &metrics, &clients)?;
+        let shared = Arc::new(Shared::new(
+            store,
+            settings.instance_id(),
+            settings.max_retry_after,
+        ));
         Ok(Arc::new(Self {
             settings,
             started: Instant::now(),
@@ -120,7 +128,7 @@ impl Gateway {
             shared,
             overhead: Default::default(),
             live: ArcSwap::from_pointee(snapshot),
-            config_version: AtomicI64::new(0),
+            seen_version: AtomicI64::new(0),
             throttles,
             metrics,
             clients,
@@ -132,23 +140,44 @@ impl Gateway {
         self.live.load_full()
     }
 
-    /// Swap in a new (already validated) configuration. Requests in flight finish on the old
-    /// snapshot; endpoint state of endpoints that still exist carries over.
+    /// Swap in a new (already validated) configuration as the next local version (a test and
+    /// tooling entry point; reconfiguration goes through [`Gateway::apply_config`]).
     pub fn reload(&self, config: GatewayConfig) -> Result<(), BuildError> {
-        let snapshot = build(
+        let version = self.config_version();
+        self.install(config, version).map(|_| ())
+    }
+
+    /// Swap in `config` as stored version `version`, unless the live snapshot already comes
+    /// from a newer version (two reconfigurations racing on one instance: the newest wins, in
+    /// whatever order they finish). Requests in flight finish on the old snapshot; endpoint
+    /// state of endpoints that still exist carries over. Returns whether it was swapped in.
+    fn install(&self, config: GatewayConfig, version: i64) -> Result<bool, BuildError> {
+        let snapshot = Arc::new(build(
             Arc::new(config),
+            version,
             &self.throttles,
             &self.metrics,
             &self.clients,
-        )?;
-        let keep = |app: &str, ep: &str| {
-            snapshot
-                .app(app)
-                .is_some_and(|r| r.app.endpoints.iter().any(|e| &*e.id == ep))
-        };
-        self.throttles.retain(keep);
-        self.live.store(Arc::new(snapshot));
-        Ok(())
+        )?);
+        let mut installed = false;
+        self.live.rcu(|current| {
+            installed = current.version <= version;
+            if installed {
+                snapshot.clone()
+            } else {
+                current.clone()
+            }
+        });
+        if installed {
+            let live = self.snapshot();
+            let keep = |app: &str, ep: &str| {
+                live.app(app)
+                    .is_some_and(|r| r.app.endpoints.iter().any(|e| &*e.id == ep))
+            };
+            self.throttles.retain(keep);
+            self.metrics.retain(keep);
+        }
+        Ok(installed)
     }
 
     /// Store a validated configuration as a new version and swap it in here; the other
@@ -166,35 +195,37 @@ impl Gateway {
         )
         .await
         .map_err(|_| ApplyError::Store(crate::store::StoreError::Timeout))??;
-        self.reload(config)?;
-        self.config_version.fetch_max(version, Ordering::AcqRel);
+        self.seen_version.fetch_max(version, Ordering::AcqRel);
+        self.install(config, version)?;
         Ok(version)
     }
 
     /// The stored configuration version the live snapshot came from (0: the start-up file).
     pub fn config_version(&self) -> i64 {
-        self.config_version.load(Ordering::Acquire)
+        self.live.load().version
     }
 
     /// If the store holds a newer configuration than the live one, validate it here and swap
     /// it in. A version that does not validate on this instance (an `env:` key missing here,
-    /// say) is logged and skipped, and the running configuration stays.
+    /// say) is logged once and skipped, and the running configuration stays.
     pub async fn follow_config(&self) -> Result<bool, crate::store::StoreError> {
         let Some(latest) = self.shared.store.latest_config_version().await? else {
             return Ok(false);
         };
-        if latest <= self.config_version() {
+        if latest <= self.seen_version.load(Ordering::Acquire) {
             return Ok(false);
         }
         let Some((version, raw)) = self.shared.store.latest_config().await? else {
             return Ok(false);
         };
-        self.config_version.fetch_max(version, Ordering::AcqRel);
+        self.seen_version.fetch_max(version, Ordering::AcqRel);
         match crate::config::validate(raw, &crate::env::ProcessEnv) {
-            Ok(config) => match self.reload(config) {
-                Ok(()) => {
-                    tracing::info!(version, "configuration version applied");
-                    Ok(true)
+            Ok(config) => match self.install(config, version) {
+                Ok(installed) => {
+                    if installed {
+                        tracing::info!(version, "configuration version applied");
+                    }
+                    Ok(installed)
                 }
                 Err(e) => {
                     tracing::error!(version, error = %e, "configuration version could not be applied");
@@ -273,6 +304,7 @@ impl Background {
 
 fn build(
     config: Arc<GatewayConfig>,
+    version: i64,
     throttles: &ThrottleRegistry,
     metrics: &MetricsRegistry,
     clients: &ClientCache,
@@ -297,5 +329,9 @@ fn build(
         };
         apps.insert(app.id.clone(), Arc::new(route));
     }
-    Ok(Snapshot { config, apps })
+    Ok(Snapshot {
+        config,
+        version,
+        apps,
+    })
 }

@@ -1,5 +1,7 @@
 //! Logging and tracing set-up: `tracing` to stderr, filtered by `API_GATEWAY_LOG_LEVEL` (a level
-//! or a full filter directive such as `info,aigw_core=debug`), and — when the standard
+//! or a full filter directive such as `info,aigw_core=debug`), as text (coloured only when stderr
+//! is a terminal, so files and pipes never get escape codes) or, with `API_GATEWAY_LOG_FORMAT=json`,
+//! one JSON object per line for hosts' log collectors; and — when the standard
 //! OpenTelemetry variables ask for it — the same spans exported as traces over OTLP/HTTP.
 //!
 //! Traces are on when `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is
@@ -8,6 +10,7 @@
 //! sends from its own thread, so a slow collector never delays a request.
 
 use crate::env::Env;
+use crate::settings::LogFormat;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -31,12 +34,25 @@ pub fn traces_wanted(env: &dyn Env) -> bool {
 }
 
 /// Install the global subscriber. Safe to call more than once (later calls do nothing).
-pub fn init(level: &str, env: &dyn Env) {
+pub fn init(level: &str, format: LogFormat, env: &dyn Env) {
+    use std::io::IsTerminal;
     let filter = || EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_filter(filter());
+        .with_target(false);
+    let fmt = match format {
+        LogFormat::Text => fmt
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_filter(filter())
+            .boxed(),
+        LogFormat::Json => fmt
+            .json()
+            .with_ansi(false)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_filter(filter())
+            .boxed(),
+    };
     let otel = traces_wanted(env).then(|| otlp_layer(env)).flatten();
     let _ = tracing_subscriber::registry()
         .with(fmt)

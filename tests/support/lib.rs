@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: a real gateway on an ephemeral port, wired to
 //! simulated backends, and small polling helpers that await a condition instead of sleeping.
 
+pub mod process;
+
 use aigw_core::state::Background;
 use aigw_core::store::{MemoryStore, SharedStore};
 use aigw_core::{Gateway, Settings, config};
@@ -53,10 +55,15 @@ impl TestGateway {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let app = aigw_core::gateway_app(gateway.clone());
-        let grace = gateway.settings.shutdown_grace;
-        let task = tokio::spawn(aigw_core::server::serve(listener, app, grace, async move {
-            let _ = stopped.await;
-        }));
+        let options = aigw_core::server::ServeOptions::from_settings(&gateway.settings);
+        let task = tokio::spawn(aigw_core::server::serve(
+            listener,
+            app,
+            options,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         Self {
             addr,
             gateway,

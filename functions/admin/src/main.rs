@@ -4,7 +4,7 @@
 //! metrics every router instance writes to the shared store, and stores new configurations
 //! that every router instance picks up.
 
-use aigw_core::start;
+use aigw_core::{serverless, start};
 use std::process::ExitCode;
 
 #[tokio::main]
@@ -15,13 +15,15 @@ async fn main() -> ExitCode {
     };
     let app = aigw_core::admin_app(gateway.clone());
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
-        return match lambda_http::run(app).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("admin: lambda runtime failed: {e}");
-                ExitCode::from(1)
-            }
-        };
+        // Background tasks (config watch included) live as long as the execution environment.
+        return serverless::serve(
+            "admin",
+            &gateway,
+            app,
+            lambda_runtime::spawn_graceful_shutdown_handler,
+            lambda_http::run,
+        )
+        .await;
     }
     start::serve_until_signal("admin", &gateway, app).await
 }

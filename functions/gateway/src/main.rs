@@ -1,14 +1,15 @@
 //! The all-in-one gateway: every function of the set in one process, over in-memory state or,
 //! with `DATABASE_URL`, PostgreSQL. Used for local runs and single-container deployments.
-//! `gateway migrate` applies the database schema and exits.
+//! `gateway migrate [--check]` applies (or checks) the database schema and exits.
 
 use aigw_core::{ProcessEnv, start};
 use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("migrate") {
-        return start::migrate_command(&ProcessEnv).await;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(("migrate", rest)) = args.split_first().map(|(a, r)| (a.as_str(), r)) {
+        return start::migrate_command(&ProcessEnv, rest).await;
     }
     let gateway = match start::boot_process("gateway").await {
         Ok(gateway) => gateway,

@@ -2,7 +2,7 @@
 //! hosts: an Azure Functions custom handler (`FUNCTIONS_CUSTOMHANDLER_PORT`), AWS Lambda
 //! (`AWS_LAMBDA_RUNTIME_API`), or a plain listener (Container Apps, local runs).
 
-use aigw_core::start;
+use aigw_core::{serverless, start};
 use std::process::ExitCode;
 
 #[tokio::main]
@@ -13,14 +13,15 @@ async fn main() -> ExitCode {
     };
     let app = aigw_core::router_app(gateway.clone());
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
-        // Lambda owns the socket; the runtime exits when its environment is reclaimed.
-        return match lambda_http::run_with_streaming_response(app).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("router: lambda runtime failed: {e}");
-                ExitCode::from(1)
-            }
-        };
+        // Lambda owns the socket and freezes the process between invocations (see serverless).
+        return serverless::serve(
+            "router",
+            &gateway,
+            app,
+            lambda_runtime::spawn_graceful_shutdown_handler,
+            lambda_http::run_with_streaming_response,
+        )
+        .await;
     }
     start::serve_until_signal("router", &gateway, app).await
 }

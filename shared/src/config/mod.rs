@@ -4,6 +4,7 @@
 //! [`validate`] turns it into [`GatewayConfig`], reporting every problem at once with the JSON
 //! path of the bad field. Nothing downstream ever sees an unvalidated value.
 
+mod endpoint;
 mod raw;
 mod secret;
 mod validate;
@@ -97,11 +98,50 @@ pub struct Endpoint {
     /// `id` as the `x-endpoint-id` header value every answer carries, built once.
     pub id_header: http::HeaderValue,
     pub uri: Url,
+    /// What `uri` is: one that names its operation (called as is), or a deployment or v1 base
+    /// the request's operation is appended to. Decided from `uri` at validation.
+    pub target: crate::upstream::Target,
+    /// The model the body's `model` is set to upstream (v1 and Foundry endpoints read the
+    /// deployment there); the client's is sent when unset.
+    pub model: Option<Arc<str>>,
+    /// `uri` as every surface shows it (instanceinfo, metrics, logs): see [`display_uri`].
+    pub display_uri: Arc<str>,
     pub key: Secret,
     pub rpm: Option<u32>,
     /// Share for the WeightedRandom strategy (1–100).
     pub weight: u32,
     pub timeouts: Timeouts,
+}
+
+/// An endpoint URI as it may be shown anywhere (`instanceinfo`, the metrics JSON, Prometheus,
+/// logs): scheme, host, the port when it is not the scheme's default, the path, `api-version`
+/// as written, and every other query parameter with its value replaced by `***`. Credentials in
+/// the userinfo part are dropped. Query values (`?code=…`) and passwords are secrets in practice.
+pub fn display_uri(uri: &Url) -> String {
+    let mut out = format!("{}://{}", uri.scheme(), uri.host_str().unwrap_or_default());
+    if let Some(port) = uri.port() {
+        out.push_str(&format!(":{port}"));
+    }
+    out.push_str(uri.path());
+    let mut first = true;
+    for (name, value) in uri.query_pairs() {
+        out.push(if first { '?' } else { '&' });
+        first = false;
+        let name = url_form(&name);
+        out.push_str(&name);
+        out.push('=');
+        if name == "api-version" {
+            out.push_str(&url_form(&value));
+        } else {
+            out.push_str("***");
+        }
+    }
+    out
+}
+
+/// A query name or value percent-encoded for display.
+fn url_form(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 /// Per-endpoint time limits.

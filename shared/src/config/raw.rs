@@ -57,10 +57,12 @@ pub struct RawEndpoint {
     pub rpm: Option<i64>,
     pub weight: Option<i64>,
     pub timeouts: Option<RawTimeouts>,
+    /// The model name the body's `model` is set to upstream (the Node gateway's field, given
+    /// this meaning: v1 and Foundry endpoints read the deployment from the body).
+    pub model: Option<String>,
     // Node gateway router and policy fields, accepted for compatibility and not used yet.
     pub payload_threshold: Option<Value>,
     pub task: Option<Value>,
-    pub model: Option<Value>,
     pub days: Option<Value>,
     pub start_hour: Option<Value>,
     pub end_hour: Option<Value>,
@@ -108,7 +110,6 @@ impl RawEndpoint {
         present(&[
             ("payloadThreshold", self.payload_threshold.is_some()),
             ("task", self.task.is_some()),
-            ("model", self.model.is_some()),
             ("days", self.days.is_some()),
             ("startHour", self.start_hour.is_some()),
             ("endHour", self.end_hour.is_some()),

@@ -3,15 +3,16 @@
 //! Every check appends to one list of [`Problem`]s instead of returning early, so that a user
 //! fixing a file sees everything wrong with it in one run.
 
-use super::raw::{RawApplication, RawEndpoint, RawGatewayConfig, RawTimeouts};
-use super::{AppType, Application, Endpoint, GatewayConfig, Problem, Secret, Strategy, Timeouts};
+use super::endpoint::{default_id, endpoint, is_valid_id};
+use super::raw::{RawApplication, RawEndpoint, RawGatewayConfig};
+use super::{AppType, Application, GatewayConfig, Problem, Strategy};
 use crate::env::Env;
+use crate::upstream::Target;
 use reqwest::Url;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Application types the Node gateway knows but this gateway does not front yet.
 const LATER_APP_TYPES: &[&str] = &[
@@ -35,9 +36,6 @@ const LATER_ROUTERS: &[&str] = &[
     "BudgetAware",
     "AdaptiveBudgetAware",
 ];
-
-/// Longest timeout accepted (the Functions front door gives up after 230 s anyway).
-const MAX_TIMEOUT_MS: i64 = 3_600_000;
 
 /// Validate a parsed JSON document into a [`GatewayConfig`], or list every problem.
 pub fn validate(value: Value, env: &dyn Env) -> Result<GatewayConfig, super::ConfigError> {
@@ -120,25 +118,50 @@ fn application(
     }
     let mut ids = HashSet::new();
     let mut endpoints = Vec::with_capacity(raw.endpoints.len());
+    // The first endpoint built and its index: the others must take the operation as it does.
+    let mut first_kind: Option<(usize, Target)> = None;
     for (i, ep) in raw.endpoints.into_iter().enumerate() {
         let ep_path = format!("{path}.endpoints[{i}]");
         let Some(ep) = problems.deserialize::<RawEndpoint>(&ep_path, ep) else {
             continue;
         };
         unused.extend(ep.unused_fields().iter().map(|f| format!("{ep_path}.{f}")));
-        let id = ep.id.clone().unwrap_or_else(|| format!("ep{i}"));
-        if !ids.insert(id) {
-            problems.push(
-                format!("{ep_path}.id"),
+        // Duplicates are reported even for endpoints with other problems.
+        let explicit = ep.id.is_some();
+        let id = ep
+            .id
+            .clone()
+            .or_else(|| Url::parse(&ep.uri).ok().map(|u| default_id(&u)));
+        let duplicate = id.as_ref().is_some_and(|id| !ids.insert(id.clone()));
+        if let (true, Some(id)) = (duplicate, &id) {
+            let message = if explicit {
+                format!("duplicate endpoint id '{id}'")
+            } else {
                 format!(
-                    "duplicate endpoint id '{}'",
-                    ep.id.as_deref().unwrap_or_default()
-                ),
-            );
+                    "this endpoint's default id '{id}' (from its URI) is already used by another endpoint of this application; give each such endpoint an explicit \"id\""
+                )
+            };
+            problems.push(format!("{ep_path}.id"), message);
         }
-        if let Some(ep) = endpoint(&ep_path, i, ep, env, problems) {
-            endpoints.push(ep);
+        let Some(ep) = endpoint(&ep_path, ep, env, problems) else {
+            continue;
+        };
+        if duplicate {
+            continue;
         }
+        match first_kind {
+            None => first_kind = Some((i, ep.target)),
+            Some((first, kind))
+                if kind.takes_client_operation() != ep.target.takes_client_operation() =>
+            {
+                problems.push(
+                    format!("{ep_path}.uri"),
+                    mixed_targets(first, kind, ep.target),
+                );
+            }
+            Some(_) => {}
+        }
+        endpoints.push(ep);
     }
     if problems.0.len() != before {
         return None;
@@ -179,153 +202,32 @@ fn strategy(path: &str, name: Option<&str>, problems: &mut Problems) -> Option<S
     Some(strategy)
 }
 
-fn endpoint(
-    path: &str,
-    index: usize,
-    raw: RawEndpoint,
-    env: &dyn Env,
-    problems: &mut Problems,
-) -> Option<Endpoint> {
-    let before = problems.0.len();
-    let uri = match Url::parse(&raw.uri) {
-        Ok(uri) if matches!(uri.scheme(), "http" | "https") && uri.has_host() => Some(uri),
-        Ok(_) => {
-            problems.push(
-                format!("{path}.uri"),
-                "must be an absolute http:// or https:// URL",
-            );
-            None
+/// Why two endpoints of one application cannot stand together: one takes the operation from the
+/// client's path, the other names its own.
+fn mixed_targets(first: usize, first_kind: Target, this: Target) -> String {
+    let describe = |target: Target| match target {
+        Target::Deployment { .. } => {
+            "ends at a deployment (…/openai/deployments/{name})".to_owned()
         }
-        Err(e) => {
-            problems.push(format!("{path}.uri"), format!("not a valid URL: {e}"));
-            None
-        }
+        Target::V1 => "ends at the v1 surface (…/openai/v1)".to_owned(),
+        Target::Fixed {
+            operation: Some(op),
+        } => format!("names its operation ({op})"),
+        Target::Fixed { operation: None } => "is called as written".to_owned(),
     };
-    let key = api_key(path, raw.apikey.as_deref(), env, problems);
-    let id: Arc<str> = match raw.id {
-        Some(id) if is_valid_id(&id) => id.into(),
-        Some(_) => {
-            problems.push(
-                format!("{path}.id"),
-                "must be 1-100 characters of letters, digits, '-', '_' or '.'",
-            );
-            "".into()
-        }
-        None => format!("ep{index}").into(),
-    };
-    let rpm = raw.rpm.and_then(|rpm| {
-        let valid = u32::try_from(rpm).ok().filter(|r| *r > 0);
-        if valid.is_none() {
-            problems.push(format!("{path}.rpm"), "must be a whole number above 0");
-        }
-        valid
-    });
-    let weight = match raw.weight {
-        None => 1,
-        Some(w @ 1..=100) => w as u32,
-        Some(_) => {
-            problems.push(
-                format!("{path}.weight"),
-                "must be a whole number from 1 to 100",
-            );
-            1
-        }
-    };
-    let timeouts = timeouts(path, raw.timeouts, problems);
-    if problems.0.len() != before {
-        return None;
-    }
-    // A valid id is visible ASCII, so this holds; said rather than assumed.
-    let Ok(id_header) = http::HeaderValue::from_str(&id) else {
-        problems.push(format!("{path}.id"), "cannot be sent as a header value");
-        return None;
-    };
-    Some(Endpoint {
-        id,
-        id_header,
-        uri: uri?,
-        key: key?,
-        rpm,
-        weight,
-        timeouts,
-    })
-}
-
-/// The key as written, or read from the environment when written `env:NAME`.
-fn api_key(
-    path: &str,
-    written: Option<&str>,
-    env: &dyn Env,
-    problems: &mut Problems,
-) -> Option<Secret> {
-    let path = format!("{path}.apikey");
-    let Some(written) = written else {
-        problems.push(
-            path,
-            "an API key is required (write \"env:NAME\" to read it from the environment)",
-        );
-        return None;
-    };
-    let key = match written.strip_prefix("env:") {
-        Some(name) => match env.var(name) {
-            Some(key) => key,
-            None => {
-                problems.push(path, format!("environment variable '{name}' is not set"));
-                return None;
-            }
-        },
-        None => written.to_owned(),
-    };
-    if key.is_empty() {
-        problems.push(path, "the API key is empty");
-        return None;
-    }
-    let secret = Secret::new(&key);
-    if secret.is_none() {
-        problems.push(
-            path,
-            "the API key contains characters that cannot be sent in a header",
-        );
-    }
-    secret
-}
-
-fn timeouts(path: &str, raw: Option<RawTimeouts>, problems: &mut Problems) -> Timeouts {
-    let mut timeouts = Timeouts::default();
-    let Some(raw) = raw else {
-        return timeouts;
-    };
-    let mut set = |field: &str, value: Option<i64>, slot: &mut Duration| {
-        if let Some(ms) = value {
-            if (1..=MAX_TIMEOUT_MS).contains(&ms) {
-                *slot = Duration::from_millis(ms as u64);
-            } else {
-                problems.push(
-                    format!("{path}.timeouts.{field}"),
-                    format!("must be from 1 to {MAX_TIMEOUT_MS} milliseconds"),
-                );
-            }
-        }
-    };
-    set("connectMs", raw.connect_ms, &mut timeouts.connect);
-    set("responseMs", raw.response_ms, &mut timeouts.response);
-    set("idleMs", raw.idle_ms, &mut timeouts.idle);
-    timeouts
-}
-
-fn is_valid_id(id: &str) -> bool {
-    (1..=100).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    format!(
+        "this uri {} but endpoints[{first}]'s {}; in one application either every uri ends at a deployment or the v1 surface (the operation comes from the client's path) or every uri names its operation",
+        describe(this),
+        describe(first_kind)
+    )
 }
 
 /// The growing list of problems, with a helper that turns serde errors into located problems.
 #[derive(Default)]
-struct Problems(Vec<Problem>);
+pub(super) struct Problems(pub(super) Vec<Problem>);
 
 impl Problems {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem {
             path: path.into(),
             message: message.into(),
@@ -334,7 +236,11 @@ impl Problems {
 
     /// Deserialize the JSON object `value` (found at `base`), recording a located problem on
     /// failure.
-    fn deserialize<T: DeserializeOwned>(&mut self, base: &str, value: Value) -> Option<T> {
+    pub(super) fn deserialize<T: DeserializeOwned>(
+        &mut self,
+        base: &str,
+        value: Value,
+    ) -> Option<T> {
         if !value.is_object() {
             let found = match value {
                 Value::Null => "null",

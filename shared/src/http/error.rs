@@ -19,8 +19,22 @@ pub enum ApiError {
     MethodNotAllowed { method: String, path: String },
     #[error("AI application '{0}' is not configured on this gateway")]
     UnknownApp(String),
+    #[error("AI application '{app}' has no endpoint '{endpoint}'")]
+    UnknownEndpoint { app: String, endpoint: String },
     #[error("AI application '{0}' is inactive (isActive is false)")]
     InactiveApp(String),
+    #[error("the gateway does not serve the operation '{0}'; it serves {ops}", ops = crate::upstream::Operation::list())]
+    UnknownOperation(String),
+    #[error("AI application '{app}' serves {serves}, not {asked}")]
+    OperationNotServed {
+        app: String,
+        serves: crate::upstream::Operation,
+        asked: crate::upstream::Operation,
+    },
+    #[error(
+        "requests to /openai/v1/... name their AI application in the JSON body's \"model\" field; send other bodies (multipart audio) to /openai/deployments/{{appId}}/..."
+    )]
+    ModelRequired,
     #[error("the request path is not valid: {0}")]
     BadPath(String),
     #[error("the request body is larger than the limit of {limit} bytes")]
@@ -33,8 +47,8 @@ pub enum ApiError {
     Forward(#[from] ForwardError),
     #[error("a valid gateway key is required: send it as 'Authorization: Bearer <key>'")]
     Unauthorized,
-    #[error("reconfiguration is disabled: API_GATEWAY_KEY is not set")]
-    ReconfigDisabled,
+    #[error("admin routes that change state are disabled: API_GATEWAY_KEY is not set")]
+    AdminDisabled,
     #[error("the configuration was not applied: {0}")]
     InvalidConfig(#[from] ConfigError),
     #[error("the shared store is unavailable: {0}")]
@@ -45,15 +59,20 @@ impl ApiError {
     /// The HTTP status for each error.
     pub fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::NotFound { .. } | ApiError::UnknownApp(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound { .. }
+            | ApiError::UnknownApp(_)
+            | ApiError::UnknownEndpoint { .. }
+            | ApiError::UnknownOperation(_)
+            | ApiError::OperationNotServed { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::InactiveApp(_)
             | ApiError::BadPath(_)
             | ApiError::BodyRead(_)
             | ApiError::InvalidJson(_)
+            | ApiError::ModelRequired
             | ApiError::InvalidConfig(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::ReconfigDisabled => StatusCode::FORBIDDEN,
+            ApiError::AdminDisabled => StatusCode::FORBIDDEN,
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Forward(ForwardError::AllBusy { .. }) => StatusCode::TOO_MANY_REQUESTS,
@@ -73,7 +92,11 @@ impl ApiError {
             ApiError::NotFound { .. } => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::UnknownApp(_) => "application_not_found",
+            ApiError::UnknownEndpoint { .. } => "endpoint_not_found",
             ApiError::InactiveApp(_) => "application_inactive",
+            ApiError::UnknownOperation(_) => "operation_not_found",
+            ApiError::OperationNotServed { .. } => "operation_not_served",
+            ApiError::ModelRequired => "model_required",
             ApiError::BadPath(_) => "invalid_path",
             ApiError::BodyTooLarge { .. } => "request_too_large",
             ApiError::BodyRead(_) => "invalid_body",
@@ -82,7 +105,7 @@ impl ApiError {
             ApiError::Forward(ForwardError::AllBusy { .. }) => "429",
             ApiError::Forward(ForwardError::AllFailed { .. }) => "backend_unavailable",
             ApiError::Unauthorized => "unauthorized",
-            ApiError::ReconfigDisabled => "reconfig_disabled",
+            ApiError::AdminDisabled => "admin_disabled",
             ApiError::InvalidConfig(_) => "invalid_configuration",
             ApiError::StoreUnavailable(_) => "store_unavailable",
         }
@@ -115,6 +138,13 @@ impl IntoResponse for ApiError {
                 .problems()
                 .into_iter()
                 .map(|p| json!({"path": p.path, "message": p.message}))
+                .collect();
+        }
+        if let ApiError::Forward(ForwardError::AllFailed { failures }) = &self {
+            // Endpoints by id, failures in the fixed vocabulary: never an address.
+            body["error"]["details"] = failures
+                .iter()
+                .map(|(id, f)| json!({"endpoint": &**id, "failure": f.to_string()}))
                 .collect();
         }
         let mut response = (status, Json(body)).into_response();

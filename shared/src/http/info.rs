@@ -1,5 +1,6 @@
 //! `instanceinfo` and `healthz`: what this instance is and runs, never a key.
 
+use crate::settings::LogFormat;
 use crate::state::Gateway;
 use axum::Json;
 use axum::extract::State;
@@ -20,13 +21,10 @@ pub async fn instance_info(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
                 .iter()
                 .enumerate()
                 .map(|(priority, ep)| {
-                    let mut uri = ep.uri.clone();
-                    let _ = uri.set_password(None);
-                    let _ = uri.set_username("");
                     json!({
                         "priority": priority,
                         "id": &*ep.id,
-                        "uri": uri.as_str(),
+                        "uri": &*ep.display_uri,
                         "rpm": ep.rpm,
                         "weight": ep.weight,
                         "timeouts": {
@@ -60,6 +58,24 @@ pub async fn instance_info(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
             "configFile": s.config_file.as_ref().map(|p| p.display().to_string()),
             "maxBodyBytes": s.max_body_bytes,
             "defaultRetryAfterSecs": s.default_retry_after.as_secs(),
+            "maxRetryAfterSecs": s.max_retry_after.as_secs(),
+            "defaultApiVersion": s.default_api_version,
+            "shutdownGraceSecs": s.shutdown_grace.as_secs_f64(),
+            "headerTimeoutSecs": s.header_timeout.as_secs_f64(),
+            "bodyTimeoutSecs": s.body_timeout.as_secs_f64(),
+            "keepaliveSecs": s.keepalive.as_secs_f64(),
+            "logLevel": s.log_level,
+            "logFormat": match s.log_format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            },
+            "store": gateway.shared.store.kind(),
+            "syncIntervalMs": s.sync_interval.as_millis() as u64,
+            "metricsIntervalMins": s.metrics_interval.as_secs_f64() / 60.0,
+            "metricsHistory": s.metrics_history,
+            "metricsFlushSecs": s.metrics_flush.as_secs_f64(),
+            // Whether the state-changing admin routes are on; the key itself is never shown.
+            "adminKeySet": s.gateway_key.is_some(),
         },
         "apiGatewayUri": s.prefix(),
         "endpointUri": format!("{}/instanceinfo", s.prefix()),

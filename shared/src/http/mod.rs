@@ -63,6 +63,10 @@ fn app(gateway: Arc<Gateway>, parts: Parts) -> Router {
             ] {
                 router = router.route(&format!("{prefix}{path}"), post(inference::handle));
             }
+            router = router.route(
+                &format!("{prefix}/lb/openai/v1/{{*operation}}"),
+                post(inference::handle_v1),
+            );
         }
         if parts != Parts::Router {
             router = router
@@ -71,14 +75,20 @@ fn app(gateway: Arc<Gateway>, parts: Parts) -> Router {
                     &format!("{prefix}/metrics/{{app_id}}"),
                     get(admin::app_metrics),
                 )
-                .route(&format!("{prefix}/reconfig"), post(admin::reconfig));
+                .route(&format!("{prefix}/reconfig"), post(admin::reconfig))
+                .route(
+                    &format!("{prefix}/circuits/{{app_id}}/{{endpoint_id}}/close"),
+                    post(admin::close_circuit),
+                );
         }
     }
     if parts != Parts::Admin {
-        router = router.route(
-            "/openai/deployments/{app_id}/{*operation}",
-            post(inference::handle),
-        );
+        router = router
+            .route(
+                "/openai/deployments/{app_id}/{*operation}",
+                post(inference::handle),
+            )
+            .route("/openai/v1/{*operation}", post(inference::handle_v1));
     }
     if parts != Parts::Router {
         router = router.route("/metrics", get(admin::prometheus));

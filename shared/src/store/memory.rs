@@ -1,24 +1,27 @@
 //! The in-memory [`SharedStore`]: the embedded default. Gateways in one process that share one
 //! `MemoryStore` behave exactly like instances sharing a database.
 
+use super::memory_metrics::MetricTables;
 use super::{
-    Counters, EndpointKey, LEASE_VALID_MS, Lease, MetricsRow, SharedStore, StoreError, WINDOW_MS,
-    grant, sum_per_window,
+    Counted, Counters, EndpointKey, LEASE_VALID_MS, Lease, MetricsRow, SharedStore, StoreError,
+    WINDOW_MS, grant,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    metrics: Mutex<MetricTables>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     circuits: HashMap<EndpointKey, u64>,
+    /// The moment of each endpoint's last closure.
+    closures: HashMap<EndpointKey, u64>,
     leases: HashMap<EndpointKey, Vec<LeaseRow>>,
     next_lease: i64,
-    metrics: BTreeMap<(EndpointKey, u64, String), Counters>,
     configs: Vec<serde_json::Value>,
 }
 
@@ -37,6 +40,10 @@ impl MemoryStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    fn metrics_lock(&self) -> std::sync::MutexGuard<'_, MetricTables> {
+        self.metrics.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 #[async_trait::async_trait]
@@ -53,9 +60,17 @@ impl SharedStore for MemoryStore {
         &self,
         key: &EndpointKey,
         until_ms: u64,
+        opened_at_ms: u64,
         _instance: &str,
     ) -> Result<(), StoreError> {
         let mut inner = self.lock();
+        if inner
+            .closures
+            .get(key)
+            .is_some_and(|closed| opened_at_ms <= *closed)
+        {
+            return Ok(());
+        }
         let slot = inner.circuits.entry(key.clone()).or_default();
         *slot = (*slot).max(until_ms);
         Ok(())
@@ -71,25 +86,46 @@ impl SharedStore for MemoryStore {
             .collect())
     }
 
+    async fn close_circuit(
+        &self,
+        key: &EndpointKey,
+        closed_at_ms: u64,
+        _instance: &str,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        inner.circuits.remove(key);
+        let slot = inner.closures.entry(key.clone()).or_default();
+        *slot = (*slot).max(closed_at_ms);
+        Ok(())
+    }
+
+    async fn closed_circuits(&self, since_ms: u64) -> Result<Vec<(EndpointKey, u64)>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .closures
+            .iter()
+            .filter(|(_, at)| **at > since_ms)
+            .map(|(k, at)| (k.clone(), *at))
+            .collect())
+    }
+
+    /// Under the store's one lock, on the process's clock (or `at_ms`): drop leases that no
+    /// longer count, apply [`grant`], record the lease.
     async fn lease(
         &self,
         key: &EndpointKey,
         limit: u32,
         want: u32,
-        now_ms: u64,
+        at_ms: Option<u64>,
     ) -> Result<Lease, StoreError> {
         let mut inner = self.lock();
+        let now_ms = at_ms.unwrap_or_else(crate::throttle::now_ms);
         inner.next_lease += 1;
         let id = inner.next_lease;
         let rows = inner.leases.entry(key.clone()).or_default();
         rows.retain(|l| l.expires_at_ms + WINDOW_MS > now_ms);
-        let used: u64 = rows.iter().map(|l| u64::from(l.granted)).sum();
-        let frees_at = rows
-            .iter()
-            .filter(|l| l.granted > 0)
-            .map(|l| l.expires_at_ms + WINDOW_MS)
-            .min();
-        let (granted, retry_after_ms) = grant(limit, used, want, now_ms, frees_at);
+        let counted = Counted::of(rows.iter().map(|l| (l.expires_at_ms, l.granted)), now_ms);
+        let (granted, retry_after_ms) = grant(limit, &counted, want, now_ms);
         if granted == 0 {
             return Ok(Lease {
                 id: 0,
@@ -117,33 +153,32 @@ impl SharedStore for MemoryStore {
         Ok(())
     }
 
-    async fn add_metrics(&self, instance: &str, rows: &[MetricsRow]) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        for row in rows {
-            inner
-                .metrics
-                .entry((row.key.clone(), row.window_start_ms, instance.to_owned()))
-                .or_default()
-                .add(&row.counters);
-        }
-        Ok(())
+    async fn record_metrics(
+        &self,
+        instance: &str,
+        batch: Option<u64>,
+        rows: &[MetricsRow],
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .metrics_lock()
+            .record(instance, batch, rows, crate::throttle::now_ms()))
     }
 
     async fn metrics(&self, since_ms: u64) -> Result<Vec<MetricsRow>, StoreError> {
-        let inner = self.lock();
-        Ok(sum_per_window(
-            inner
-                .metrics
-                .iter()
-                .filter(|((_, window, _), _)| *window >= since_ms)
-                .map(|((key, window, _), counters)| (key.clone(), *window, *counters)),
-        ))
+        Ok(self.metrics_lock().windows(since_ms))
+    }
+
+    async fn metric_totals(&self) -> Result<Vec<(EndpointKey, Counters)>, StoreError> {
+        Ok(self.metrics_lock().totals())
+    }
+
+    async fn retain_metric_totals(&self, live: &[EndpointKey]) -> Result<(), StoreError> {
+        self.metrics_lock().retain_totals(live);
+        Ok(())
     }
 
     async fn prune_metrics(&self, before_ms: u64) -> Result<(), StoreError> {
-        self.lock()
-            .metrics
-            .retain(|(_, window, _), _| *window >= before_ms);
+        self.metrics_lock().prune(before_ms);
         Ok(())
     }
 

@@ -1,20 +1,38 @@
 //! The PostgreSQL [`SharedStore`]: many instances on one database. Every statement binds its
 //! parameters; the schema lives in `migrations/` and is applied on first contact.
 
-use super::{
-    Counters, EndpointKey, Histogram, LEASE_VALID_MS, Lease, MetricsRow, SharedStore, StoreError,
-    WINDOW_MS, grant, sum_per_window,
-};
+use super::{Counters, EndpointKey, Lease, MetricsRow, SharedStore, StoreError, ten_second_budget};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Row};
 
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// The schema, embedded in the binary.
+/// The schema of the shared state, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// The bookkeeping table of the pgvector migrations.
+pub const VECTOR_MIGRATIONS_TABLE: &str = "_aigw_vector_migrations";
+
+/// The schema of the features that need pgvector (`migrations/vector/`), with its own
+/// bookkeeping table, so that a server without the extension blocks only them.
+pub static VECTOR_MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
+    let mut migrator = sqlx::migrate!("../migrations/vector");
+    migrator.dangerous_set_table_name(VECTOR_MIGRATIONS_TABLE);
+    migrator
+});
+
+/// One schema's migrations not yet applied to a database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// `shared state` or `pgvector features`.
+    pub schema: &'static str,
+    pub version: i64,
+    pub description: String,
+}
 
 #[derive(Debug)]
 pub struct PostgresStore {
@@ -30,7 +48,10 @@ impl PostgresStore {
             .application_name("aigw")
             .options([("statement_timeout", "2000")])
             .log_statements(tracing::log::LevelFilter::Trace);
+        // No ping before each use: a lease is one statement, and a broken connection only fails
+        // that one call, which degrades to the local view like any store failure.
         let pool = PgPoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(16)
             .min_connections(0)
             .acquire_timeout(Duration::from_millis(1_000))
@@ -49,6 +70,57 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// Apply the migrations of the features that need pgvector. A server that does not allow
+    /// the extension gets [`StoreError::VectorUnavailable`], whose message says what to change;
+    /// the caller turns those features off.
+    pub async fn migrate_vector(&self) -> Result<(), StoreError> {
+        match VECTOR_MIGRATOR.run(&self.pool).await {
+            Ok(()) => Ok(()),
+            Err(sqlx::migrate::MigrateError::Execute(e))
+            | Err(sqlx::migrate::MigrateError::ExecuteMigration(e, _)) => {
+                Err(StoreError::VectorUnavailable(e.to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The migrations of both schemas not yet applied (for `gateway migrate --check`).
+    pub async fn pending_migrations(&self) -> Result<Vec<Pending>, StoreError> {
+        let mut pending = Vec::new();
+        for (schema, migrator) in [
+            ("shared state", &MIGRATOR),
+            ("pgvector features", &*VECTOR_MIGRATOR),
+        ] {
+            let table = migrator.table_name.as_ref();
+            let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+                .bind(table)
+                .fetch_one(&self.pool)
+                .await?;
+            let applied: Vec<i64> = if exists {
+                // The table name is one of two constants, never input.
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT version FROM {table} WHERE success"
+                )))
+                .fetch_all(&self.pool)
+                .await?
+            } else {
+                Vec::new()
+            };
+            pending.extend(
+                migrator
+                    .iter()
+                    .filter(|m| m.migration_type.is_up_migration())
+                    .filter(|m| !applied.contains(&m.version))
+                    .map(|m| Pending {
+                        schema,
+                        version: m.version,
+                        description: m.description.to_string(),
+                    }),
+            );
+        }
+        Ok(pending)
+    }
+
     /// The pool, for tests and tools.
     pub fn pool(&self) -> &PgPool {
         &self.pool
@@ -61,6 +133,17 @@ fn ms(v: u64) -> i64 {
 
 fn unms(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+/// Rows of (app_id, endpoint_id, a moment in ms).
+fn keyed_moments(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<(EndpointKey, u64)>, StoreError> {
+    rows.iter()
+        .map(|r| {
+            let app: String = r.try_get(0)?;
+            let endpoint: String = r.try_get(1)?;
+            Ok((EndpointKey::new(&app, &endpoint), unms(r.try_get(2)?)))
+        })
+        .collect()
 }
 
 #[async_trait::async_trait]
@@ -81,6 +164,7 @@ impl SharedStore for PostgresStore {
         &self,
         key: &EndpointKey,
         until_ms: u64,
+        opened_at_ms: u64,
         instance: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
@@ -88,12 +172,14 @@ impl SharedStore for PostgresStore {
              ON CONFLICT (app_id, endpoint_id) DO UPDATE
              SET open_until_ms = GREATEST(gw_circuits.open_until_ms, EXCLUDED.open_until_ms),
                  opened_by = CASE WHEN EXCLUDED.open_until_ms > gw_circuits.open_until_ms
-                                  THEN EXCLUDED.opened_by ELSE gw_circuits.opened_by END",
+                                  THEN EXCLUDED.opened_by ELSE gw_circuits.opened_by END
+             WHERE gw_circuits.closed_at_ms = 0 OR gw_circuits.closed_at_ms < $5",
         )
         .bind(&*key.app)
         .bind(&*key.endpoint)
         .bind(ms(until_ms))
         .bind(instance)
+        .bind(ms(opened_at_ms))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -106,178 +192,101 @@ impl SharedStore for PostgresStore {
         .bind(ms(now_ms))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let app: String = r.try_get(0)?;
-                let endpoint: String = r.try_get(1)?;
-                Ok((EndpointKey::new(&app, &endpoint), unms(r.try_get(2)?)))
-            })
-            .collect()
+        keyed_moments(&rows)
     }
 
-    /// One transaction, serialised per endpoint by an advisory lock:
-    /// 1. lock the endpoint; 2. sum the permits still counted (leases whose validity plus the
-    /// window has not passed) and find when the earliest stops counting; 3. grant what fits;
-    /// 4. record the lease; 5. drop leases that no longer count.
+    async fn close_circuit(
+        &self,
+        key: &EndpointKey,
+        closed_at_ms: u64,
+        instance: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO gw_circuits (app_id, endpoint_id, open_until_ms, opened_by, closed_at_ms, closed_by)
+             VALUES ($1, $2, 0, $3, $4, $3)
+             ON CONFLICT (app_id, endpoint_id) DO UPDATE
+             SET open_until_ms = 0,
+                 closed_at_ms = GREATEST(gw_circuits.closed_at_ms, EXCLUDED.closed_at_ms),
+                 closed_by = EXCLUDED.closed_by",
+        )
+        .bind(&*key.app)
+        .bind(&*key.endpoint)
+        .bind(instance)
+        .bind(ms(closed_at_ms))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn closed_circuits(&self, since_ms: u64) -> Result<Vec<(EndpointKey, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT app_id, endpoint_id, closed_at_ms FROM gw_circuits WHERE closed_at_ms > $1",
+        )
+        .bind(ms(since_ms))
+        .fetch_all(&self.pool)
+        .await?;
+        keyed_moments(&rows)
+    }
+
+    /// One statement, one round trip: the function `aigw_lease` (migrations/0004) locks the
+    /// endpoint, reads the database's clock, counts both windows, grants by the same rule as
+    /// `store::grant`, records the lease and drops those that no longer count.
     async fn lease(
         &self,
         key: &EndpointKey,
         limit: u32,
         want: u32,
-        now_ms: u64,
+        at_ms: Option<u64>,
     ) -> Result<Lease, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 7))")
+        let row = sqlx::query("SELECT * FROM aigw_lease($1, $2, $3, $4, $5, $6)")
             .bind(&*key.app)
             .bind(&*key.endpoint)
-            .execute(&mut *tx)
+            .bind(i64::from(limit))
+            .bind(i64::from(ten_second_budget(limit)))
+            .bind(i64::from(want))
+            .bind(at_ms.map(ms))
+            .fetch_one(&self.pool)
             .await?;
-        let row = sqlx::query(
-            "SELECT COALESCE(SUM(granted), 0)::BIGINT, MIN(expires_at_ms) FILTER (WHERE granted > 0)
-             FROM gw_rate_leases WHERE app_id = $1 AND endpoint_id = $2 AND expires_at_ms + $3 > $4",
-        )
-        .bind(&*key.app)
-        .bind(&*key.endpoint)
-        .bind(ms(WINDOW_MS))
-        .bind(ms(now_ms))
-        .fetch_one(&mut *tx)
-        .await?;
-        let used: i64 = row.try_get(0)?;
-        let earliest: Option<i64> = row.try_get(1)?;
-        let frees_at = earliest.map(|e| unms(e) + WINDOW_MS);
-        let (granted, retry_after_ms) = grant(limit, unms(used), want, now_ms, frees_at);
-        let mut id = 0;
-        if granted > 0 {
-            id = sqlx::query_scalar(
-                "INSERT INTO gw_rate_leases (app_id, endpoint_id, leased_at_ms, expires_at_ms, granted)
-                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
-            )
-            .bind(&*key.app)
-            .bind(&*key.endpoint)
-            .bind(ms(now_ms))
-            .bind(ms(now_ms + LEASE_VALID_MS))
-            .bind(granted as i32)
-            .fetch_one(&mut *tx)
-            .await?;
-        }
-        sqlx::query("DELETE FROM gw_rate_leases WHERE app_id = $1 AND endpoint_id = $2 AND expires_at_ms + $3 <= $4")
-            .bind(&*key.app)
-            .bind(&*key.endpoint)
-            .bind(ms(WINDOW_MS))
-            .bind(ms(now_ms))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        let granted: i32 = row.try_get(1)?;
         Ok(Lease {
-            id,
-            granted,
-            retry_after_ms,
+            id: row.try_get(0)?,
+            granted: u32::try_from(granted).unwrap_or(0),
+            retry_after_ms: unms(row.try_get(2)?),
         })
     }
 
     async fn give_back(&self, id: i64, unused: u32) -> Result<(), StoreError> {
-        sqlx::query("UPDATE gw_rate_leases SET granted = GREATEST(granted - $2, 0) WHERE id = $1")
+        sqlx::query("SELECT aigw_give_back($1, $2)")
             .bind(id)
-            .bind(unused as i32)
+            .bind(i64::from(unused))
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
-    async fn add_metrics(&self, instance: &str, rows: &[MetricsRow]) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await?;
-        for row in rows {
-            let c = &row.counters;
-            sqlx::query(
-                "INSERT INTO gw_metrics (instance, app_id, endpoint_id, window_start_ms, calls, failed, throttled,
-                     filtered, prompt_tokens, completion_tokens, total_tokens, latency_ms_sum, latency_count,
-                     latency_buckets, ttft_ms_sum, ttft_count, ttft_buckets)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-                 ON CONFLICT (app_id, endpoint_id, window_start_ms, instance) DO UPDATE SET
-                     calls = gw_metrics.calls + EXCLUDED.calls,
-                     failed = gw_metrics.failed + EXCLUDED.failed,
-                     throttled = gw_metrics.throttled + EXCLUDED.throttled,
-                     filtered = gw_metrics.filtered + EXCLUDED.filtered,
-                     prompt_tokens = gw_metrics.prompt_tokens + EXCLUDED.prompt_tokens,
-                     completion_tokens = gw_metrics.completion_tokens + EXCLUDED.completion_tokens,
-                     total_tokens = gw_metrics.total_tokens + EXCLUDED.total_tokens,
-                     latency_ms_sum = gw_metrics.latency_ms_sum + EXCLUDED.latency_ms_sum,
-                     latency_count = gw_metrics.latency_count + EXCLUDED.latency_count,
-                     latency_buckets = ARRAY(SELECT COALESCE(a, 0) + COALESCE(b, 0)
-                         FROM unnest(gw_metrics.latency_buckets, EXCLUDED.latency_buckets) AS t(a, b)),
-                     ttft_ms_sum = gw_metrics.ttft_ms_sum + EXCLUDED.ttft_ms_sum,
-                     ttft_count = gw_metrics.ttft_count + EXCLUDED.ttft_count,
-                     ttft_buckets = ARRAY(SELECT COALESCE(a, 0) + COALESCE(b, 0)
-                         FROM unnest(gw_metrics.ttft_buckets, EXCLUDED.ttft_buckets) AS t(a, b))",
-            )
-            .bind(instance)
-            .bind(&*row.key.app)
-            .bind(&*row.key.endpoint)
-            .bind(ms(row.window_start_ms))
-            .bind(ms(c.calls))
-            .bind(ms(c.failed))
-            .bind(ms(c.throttled))
-            .bind(ms(c.filtered))
-            .bind(ms(c.prompt_tokens))
-            .bind(ms(c.completion_tokens))
-            .bind(ms(c.total_tokens))
-            .bind(ms(c.latency_ms_sum))
-            .bind(ms(c.latency_count))
-            .bind(c.latency.to_vec())
-            .bind(ms(c.ttft_ms_sum))
-            .bind(ms(c.ttft_count))
-            .bind(c.ttft.to_vec())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+    async fn record_metrics(
+        &self,
+        instance: &str,
+        batch: Option<u64>,
+        rows: &[MetricsRow],
+    ) -> Result<bool, StoreError> {
+        self.record_metrics_rows(instance, batch, rows).await
     }
 
     async fn metrics(&self, since_ms: u64) -> Result<Vec<MetricsRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT app_id, endpoint_id, window_start_ms, calls, failed, throttled, filtered,
-                    prompt_tokens, completion_tokens, total_tokens, latency_ms_sum, latency_count,
-                    latency_buckets, ttft_ms_sum, ttft_count, ttft_buckets
-             FROM gw_metrics WHERE window_start_ms >= $1",
-        )
-        .bind(ms(since_ms))
-        .fetch_all(&self.pool)
-        .await?;
-        let mut per_instance = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let app: String = r.try_get(0)?;
-            let endpoint: String = r.try_get(1)?;
-            let n = |i: usize| r.try_get::<i64, _>(i).map(unms);
-            let counters = Counters {
-                calls: n(3)?,
-                failed: n(4)?,
-                throttled: n(5)?,
-                filtered: n(6)?,
-                prompt_tokens: n(7)?,
-                completion_tokens: n(8)?,
-                total_tokens: n(9)?,
-                latency_ms_sum: n(10)?,
-                latency_count: n(11)?,
-                latency: Histogram::from_slice(&r.try_get::<Vec<i64>, _>(12)?),
-                ttft_ms_sum: n(13)?,
-                ttft_count: n(14)?,
-                ttft: Histogram::from_slice(&r.try_get::<Vec<i64>, _>(15)?),
-            };
-            per_instance.push((EndpointKey::new(&app, &endpoint), n(2)?, counters));
-        }
-        Ok(sum_per_window(per_instance))
+        self.metric_windows(since_ms).await
+    }
+
+    async fn metric_totals(&self) -> Result<Vec<(EndpointKey, Counters)>, StoreError> {
+        self.metric_totals_summed().await
+    }
+
+    async fn retain_metric_totals(&self, live: &[EndpointKey]) -> Result<(), StoreError> {
+        self.retain_totals(live).await
     }
 
     async fn prune_metrics(&self, before_ms: u64) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM gw_metrics WHERE window_start_ms < $1")
-            .bind(ms(before_ms))
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.prune_metric_rows(before_ms).await
     }
 
     async fn save_config(

@@ -13,7 +13,7 @@ mod rpm;
 pub mod sync;
 
 pub use circuit::Circuit;
-pub use permits::{Admit, PermitPool};
+pub use permits::{Admit, LEASE_TIMEOUT, PermitPool};
 pub use retry_after::parse_wait;
 pub use rpm::RpmLimiter;
 pub use sync::Shared;
@@ -29,8 +29,9 @@ use std::sync::{Arc, Mutex};
 pub struct EndpointThrottle {
     pub key: EndpointKey,
     pub circuit: Circuit,
-    /// The local sliding window: this instance's own admissions, and the whole limit when the
-    /// shared store is unreachable.
+    /// The local limiter (a GCRA with Azure's 10 s burst): it counts this instance's own
+    /// admissions, and admits alone (the whole limit, per instance) when the shared store is
+    /// unreachable or slower than a lease attempt's bound.
     rpm: Option<RpmLimiter>,
     /// This instance's leased share of the global limit.
     permits: PermitPool,
@@ -51,7 +52,10 @@ impl EndpointThrottle {
     }
 
     /// Admit one request under the RPM limit, global across instances through `shared` (always
-    /// admitted without a limit). `Err` carries the milliseconds until a permit frees up.
+    /// admitted without a limit): a permit of this instance's leased block
+    /// ([`PermitPool`]: at most the limit per minute and a sixth of it per 10 s, all instances
+    /// together), counted by the local limiter too; or, when the store cannot be asked in time,
+    /// the local limiter's own decision. `Err` carries the milliseconds until a permit frees up.
     pub async fn admit(&self, shared: &Shared, now_ms: u64) -> Result<(), u64> {
         let Some(local) = &self.rpm else {
             return Ok(());
@@ -151,12 +155,18 @@ impl ThrottleRegistry {
         map.get(key).cloned()
     }
 
-    /// Every circuit open at `now_ms`, with the moment it closes.
-    pub fn open_circuits(&self, now_ms: u64) -> Vec<(EndpointKey, u64)> {
+    /// Every circuit open at `now_ms`: the moment it closes and when it was opened.
+    pub fn open_circuits(&self, now_ms: u64) -> Vec<(EndpointKey, u64, u64)> {
         let map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
         map.values()
             .filter(|t| t.circuit.wait_ms(now_ms).is_some())
-            .map(|t| (t.key.clone(), t.circuit.until_ms()))
+            .map(|t| {
+                (
+                    t.key.clone(),
+                    t.circuit.until_ms(),
+                    t.circuit.opened_at_ms(),
+                )
+            })
             .collect()
     }
 }

@@ -1,6 +1,11 @@
 //! Relaying a backend body to the client as it arrives: each piece the backend sends is handed
 //! on at once (no buffering), a stalled backend ends the body after the idle timeout, and when
 //! the client goes away the body is dropped, which drops the backend connection with it.
+//!
+//! Taking the usage event out of a stream is the one place bytes wait: an event is held until
+//! it is complete, but never more than 64 KiB of it (`usage_chunk::HELD_LIMIT`; past that it
+//! passes through), so the relay keeps writing whatever the backend sends. That matters for
+//! going away too: the server notices a closed client connection only when it writes.
 
 use super::usage_chunk::UsageStripper;
 use crate::metrics::Recorder;
@@ -24,8 +29,13 @@ pub enum RelayError {
 }
 
 /// The backend's body as a client body. `recorder` sees every piece and lives as long as the
-/// body, so it counts the answer when the body ends, however it ends. With `strip_usage` the
+/// body, so it counts the answer when the body ends, however it ends: a backend that fails or
+/// stalls mid-body is told to it ([`Recorder::broken`]), and a body dropped before its end
+/// without either is a client that went away. With `strip_usage` the
 /// usage-only event of a stream is taken out (the gateway asked for it, the client did not).
+/// The backend's content type does not decide whether to strip: streams are relayed as event
+/// streams whatever the backend declares, so one labelled JSON is still stripped, and the
+/// stripper itself passes through whole a body that is JSON (its first byte `{` or `[`).
 pub fn relay_body(
     response: reqwest::Response,
     idle: Duration,
@@ -95,6 +105,7 @@ where
                 }
                 Poll::Ready(Some(Err(e))) => {
                     *this.done = true;
+                    this.recorder.broken();
                     return Poll::Ready(Some(Err(RelayError::Backend(e))));
                 }
                 Poll::Ready(None) => {
@@ -112,6 +123,7 @@ where
                         let quiet_until = *this.last_piece + *this.idle;
                         if Instant::now() >= quiet_until {
                             *this.done = true;
+                            this.recorder.broken();
                             return Poll::Ready(Some(Err(RelayError::Idle(*this.idle))));
                         }
                         this.idle_check.as_mut().reset(quiet_until.into());

@@ -83,6 +83,10 @@ pub struct Behaviour {
     pub sse_content_type: Option<String>,
     /// Fixed completion size reported in `usage` (and length of the reply).
     pub completion_tokens: Option<u32>,
+    /// End streams without the usage event even when the request asks for it
+    /// (`stream_options.include_usage`), as older api-versions and some
+    /// models do.
+    pub omit_usage: bool,
 }
 
 impl Default for Behaviour {
@@ -102,6 +106,7 @@ impl Default for Behaviour {
             chunks_before_drop: 2,
             sse_content_type: None,
             completion_tokens: None,
+            omit_usage: false,
         }
     }
 }

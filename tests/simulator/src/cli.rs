@@ -18,7 +18,7 @@ usage: simulator [--port N] [--host H] [--api-key K] [--name NAME] [--behaviour 
 
   SIM_WORKERS sets the number of runtime worker threads.
   Once bound, prints `simulator listening on http://HOST:PORT`.
-  Control: GET /_sim/stats, GET|PUT /_sim/behaviour, POST /_sim/reset, GET /healthz.";
+  Control: GET /_sim/stats, GET /_sim/requests, GET|PUT /_sim/behaviour, POST /_sim/reset, GET /healthz.";
 
 /// Everything the binary needs to run.
 #[derive(Debug, PartialEq, Eq)]

@@ -30,6 +30,7 @@ where
     let active = shared.active.load_full();
     let mut response = match route {
         Route::Stats => to_json(&shared.counters.snapshot()),
+        Route::Requests => to_json(&shared.seen.snapshot()),
         Route::GetBehaviour => to_json(&active.current_behaviour()),
         Route::SetBehaviour => {
             match incoming::read(body, &parts.headers, MAX_CONTROL_BODY_BYTES).await {
@@ -54,6 +55,7 @@ where
         }
         Route::Reset => {
             shared.counters.reset();
+            shared.seen.clear();
             respond::empty(StatusCode::NO_CONTENT)
         }
         Route::Health => respond::text(StatusCode::OK, "ok\n"),

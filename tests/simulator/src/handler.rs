@@ -54,9 +54,11 @@ pub(crate) async fn handle(
     let (parts, body) = request.into_parts();
     match routes::route(&parts.method, parts.uri.path()) {
         Route::Model { api, deployment } => {
+            shared.seen.record(&parts);
             model_call(&shared, &parts, body, api, deployment).await
         }
         Route::NotFound => {
+            shared.seen.record(&parts);
             bump(&shared.counters.requests);
             let mut response = respond::json(StatusCode::NOT_FOUND, error_body::NOT_FOUND);
             shared.counters.record_status(response.status());

@@ -36,6 +36,7 @@ mod request;
 mod respond;
 mod retry_after;
 mod routes;
+mod seen;
 mod server;
 mod shared;
 mod sse;
@@ -54,6 +55,7 @@ use tokio::task::JoinHandle;
 pub use behaviour::{Behaviour, MAX_DELAY_MS, Mode, RetryAfterHeader};
 pub use embeddings::{cosine, embed};
 pub use request::CONTENT_FILTER_TRIGGER;
+pub use seen::SeenRequest;
 pub use stats::Stats;
 
 use shared::Shared;
@@ -160,9 +162,16 @@ impl Simulator {
         }
     }
 
-    /// Zeroes the counters (except the `in_flight` gauge).
+    /// The last model requests received (at most 64), oldest first: method, path, query and
+    /// content type as the client sent them.
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.shared.seen.snapshot()
+    }
+
+    /// Zeroes the counters (except the `in_flight` gauge) and forgets the requests seen.
     pub fn reset_stats(&self) {
         self.shared.counters.reset();
+        self.shared.seen.clear();
     }
 
     /// Stops accepting connections, lets in-flight answers finish (for a

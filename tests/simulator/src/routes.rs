@@ -25,6 +25,8 @@ pub(crate) enum Route<'a> {
     },
     /// `GET /_sim/stats`.
     Stats,
+    /// `GET /_sim/requests`: the last model requests received.
+    Requests,
     /// `GET /_sim/behaviour`.
     GetBehaviour,
     /// `PUT` or `POST /_sim/behaviour`.
@@ -54,6 +56,7 @@ pub(crate) fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
     };
     match (method, path) {
         (&Method::GET, "/_sim/stats") => return Route::Stats,
+        (&Method::GET, "/_sim/requests") => return Route::Requests,
         (&Method::GET, "/_sim/behaviour") => return Route::GetBehaviour,
         (&Method::PUT | &Method::POST, "/_sim/behaviour") => return Route::SetBehaviour,
         (&Method::POST, "/_sim/reset") => return Route::Reset,
@@ -162,6 +165,7 @@ mod tests {
     #[test]
     fn control_paths() {
         assert_eq!(route(&Method::GET, "/_sim/stats"), Route::Stats);
+        assert_eq!(route(&Method::GET, "/_sim/requests"), Route::Requests);
         assert_eq!(route(&Method::GET, "/_sim/behaviour"), Route::GetBehaviour);
         assert_eq!(route(&Method::PUT, "/_sim/behaviour"), Route::SetBehaviour);
         assert_eq!(route(&Method::POST, "/_sim/behaviour"), Route::SetBehaviour);

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::SimOptions;
 use crate::active::Active;
 use crate::behaviour::Behaviour;
+use crate::seen::Seen;
 use crate::stats::Counters;
 
 /// Name used when the options give none.
@@ -37,6 +38,8 @@ pub(crate) struct Shared {
     api_key: Option<Box<[u8]>>,
     pub active: ArcSwap<Active>,
     pub counters: Arc<Counters>,
+    /// The last model requests, for tests that check where a request was sent.
+    pub seen: Seen,
     pub lifecycle: watch::Sender<Lifecycle>,
 }
 
@@ -70,6 +73,7 @@ impl Shared {
                 .filter(|k| !k.is_empty())
                 .map(|k| k.as_bytes().into()),
             counters: Arc::default(),
+            seen: Seen::default(),
             lifecycle: watch::Sender::new(Lifecycle::Running),
         })
     }

@@ -276,7 +276,7 @@ impl SseStream {
                 )
             }
             Stage::Finish => {
-                let next = if self.plan.include_usage {
+                let next = if self.plan.include_usage && !self.active.behaviour.omit_usage {
                     Stage::Usage
                 } else {
                     Stage::Done
@@ -446,6 +446,19 @@ mod tests {
         );
         assert_eq!(payload(&events[5])["choices"][0]["finish_reason"], "stop");
         assert_eq!(events[6], DONE);
+    }
+
+    #[test]
+    fn omit_usage_ends_without_the_usage_event_even_when_asked() {
+        let counters = Arc::new(Counters::default());
+        let b = Behaviour {
+            omit_usage: true,
+            ..Behaviour::default()
+        };
+        let (events, _) = drain(stream(b, plan(Flavor::Chat, false, true), &counters));
+        assert_eq!(events.len(), 1 + 5 + 1 + 1);
+        assert!(events.iter().all(|e| !e.contains("\"usage\"")));
+        assert_eq!(events[7], DONE);
     }
 
     #[test]
