@@ -9,6 +9,7 @@
 
 use aigw_core::Settings;
 use aigw_simulator::SeenRequest;
+use aigw_tests::raw::{RawRequest, read_request};
 use aigw_tests::*;
 use async_openai::Client;
 use async_openai::config::{AzureConfig, OpenAIConfig};
@@ -18,8 +19,8 @@ use async_openai::types::chat::{
 };
 use async_openai::types::embeddings::{CreateEmbeddingRequest, CreateEmbeddingRequestArgs};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 const PREFIX: &str = "/api/v1/dev/apirouter";
@@ -418,55 +419,12 @@ async fn an_application_named_openai_keeps_its_lb_paths() {
     assert_eq!(last(&sim).path, "/openai/deployments/gpt-4o/embeddings");
 }
 
-/// One request as a raw backend received it.
-#[derive(Debug)]
-struct Received {
-    /// `/path?query` from the request line.
-    target: String,
-    content_type: Option<String>,
-    body: Vec<u8>,
-}
-
-/// Reads one request (head and `content-length` body).
-async fn read_request(socket: &mut TcpStream) -> Received {
-    let mut buf = Vec::new();
-    let mut piece = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = socket.read(&mut piece).await.unwrap();
-        assert!(n > 0, "request cut short");
-        buf.extend_from_slice(&piece[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let header = |name: &str| {
-        head.lines().find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.eq_ignore_ascii_case(name)
-                .then(|| value.trim().to_owned())
-        })
-    };
-    let length: usize = header("content-length").map_or(0, |v| v.parse().unwrap());
-    while buf.len() < head_end + length {
-        let n = socket.read(&mut piece).await.unwrap();
-        assert!(n > 0, "request body cut short");
-        buf.extend_from_slice(&piece[..n]);
-    }
-    let target = head.split(' ').nth(1).unwrap_or_default().to_owned();
-    Received {
-        target,
-        content_type: header("content-type"),
-        body: buf[head_end..head_end + length].to_vec(),
-    }
-}
-
 /// A backend answering every request with `body` as `content_type`; what it received comes out
 /// of the receiver. Returns its base URL.
 async fn raw_backend(
     content_type: &'static str,
     body: &'static [u8],
-) -> (String, mpsc::UnboundedReceiver<Received>) {
+) -> (String, mpsc::UnboundedReceiver<RawRequest>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (requests, received) = mpsc::unbounded_channel();

@@ -5,40 +5,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use aigw_tests::raw::read_request;
 use aigw_tests::*;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-/// Read one request (head and `content-length` body); returns its body.
-async fn read_request(socket: &mut TcpStream) -> Vec<u8> {
-    let mut buf = Vec::new();
-    let mut piece = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = socket.read(&mut piece).await.unwrap();
-        assert!(n > 0, "request cut short");
-        buf.extend_from_slice(&piece[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .map_or(0, |v| v.trim().parse().unwrap());
-    while buf.len() < head_end + length {
-        let n = socket.read(&mut piece).await.unwrap();
-        assert!(n > 0, "request body cut short");
-        buf.extend_from_slice(&piece[..n]);
-    }
-    buf[head_end..head_end + length].to_vec()
-}
 
 /// A response head with a chunked body.
 fn head(content_type: &str) -> String {
@@ -72,7 +48,7 @@ async fn scripted_backend(
             let (mut socket, _) = listener.accept().await.unwrap();
             let (body, requests) = (body.clone(), requests.clone());
             tokio::spawn(async move {
-                let request = read_request(&mut socket).await;
+                let request = read_request(&mut socket).await.body;
                 let _ = requests.send(serde_json::from_slice(&request).unwrap());
                 socket
                     .write_all(head(content_type).as_bytes())

@@ -2,6 +2,7 @@
 //! simulated backends, and small polling helpers that await a condition instead of sleeping.
 
 pub mod process;
+pub mod raw;
 
 use aigw_core::state::Background;
 use aigw_core::store::{MemoryStore, SharedStore};

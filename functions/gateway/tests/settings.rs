@@ -16,6 +16,16 @@ fn config_for(url: &str) -> Value {
     app_config("chat", &[("only", url, None)])
 }
 
+/// A plain chat through `gw`'s Node path.
+async fn chat(gw: &Process) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(gw.url("/lb/chat"))
+        .json(&chat_body("hi", false))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A config whose endpoint nobody answers (enough for settings that need no backend).
 fn idle_config() -> Value {
     config_for("http://127.0.0.1:9")
@@ -200,12 +210,7 @@ async fn retry_after_waits_default_and_capped() {
     .await;
     let http = reqwest::Client::new();
     for _ in 0..2 {
-        let r = http
-            .post(gw.url("/lb/chat"))
-            .json(&chat_body("hi", false))
-            .send()
-            .await
-            .unwrap();
+        let r = chat(&gw).await;
         assert_eq!(r.status(), 429);
         let wait: u64 = r.headers()["retry-after"]
             .to_str()
@@ -245,12 +250,7 @@ async fn retry_after_waits_default_and_capped() {
         &[("API_GATEWAY_DEFAULT_RETRY_AFTER_SECS", "7")],
     )
     .await;
-    let r = http
-        .post(gw.url("/lb/chat"))
-        .json(&chat_body("hi", false))
-        .send()
-        .await
-        .unwrap();
+    let r = chat(&gw).await;
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "7");
 }
@@ -377,12 +377,7 @@ async fn metrics_flush_and_window_settings_drive_the_flusher() {
         ],
     )
     .await;
-    let r = reqwest::Client::new()
-        .post(gw.url("/lb/chat"))
-        .json(&chat_body("hi", false))
-        .send()
-        .await
-        .unwrap();
+    let r = chat(&gw).await;
     assert_eq!(r.status(), 200);
     // Nothing asks for the metrics: only the flusher, on its 0.2 s period, writes the row, into
     // a 6 s window.
@@ -443,12 +438,7 @@ async fn the_sync_interval_paces_how_fast_an_instance_learns_of_a_429() {
             "closed"
         );
     }
-    let r = http
-        .post(seer.url("/lb/chat"))
-        .json(&chat_body("hi", false))
-        .send()
-        .await
-        .unwrap();
+    let r = chat(&seer).await;
     assert_eq!(r.status(), 429);
     let state = |gw: &Process| {
         let url = gw.url("/metrics");

@@ -85,14 +85,8 @@ pub async fn handle(
 ) -> Result<Response, ApiError> {
     let arrived = std::time::Instant::now();
     let Path(AppPath { app_id, operation }) = path.map_err(|e| ApiError::BadPath(e.body_text()))?;
-    let span = tracing::info_span!(
-        "inference",
-        app = %app_id,
-        request_id = ?request_id,
-        stream = tracing::field::Empty,
-        endpoint = tracing::field::Empty,
-        status = tracing::field::Empty,
-    );
+    let span = inference_span(&request_id);
+    span.record("app", app_id.as_str());
     let pick = Pick::Path {
         app_id,
         operation,
@@ -114,18 +108,24 @@ pub async fn handle_v1(
 ) -> Result<Response, ApiError> {
     let arrived = std::time::Instant::now();
     let Path(V1Path { operation }) = path.map_err(|e| ApiError::BadPath(e.body_text()))?;
-    let span = tracing::info_span!(
+    let span = inference_span(&request_id);
+    let pick = Pick::V1 { operation };
+    handle_in(gateway, arrived, pick, request_id, headers, body)
+        .instrument(span)
+        .await
+}
+
+/// The span of one inference request; the application, stream flag, endpoint and status are
+/// recorded as they become known.
+fn inference_span(request_id: &HeaderValue) -> tracing::Span {
+    tracing::info_span!(
         "inference",
         app = tracing::field::Empty,
         request_id = ?request_id,
         stream = tracing::field::Empty,
         endpoint = tracing::field::Empty,
         status = tracing::field::Empty,
-    );
-    let pick = Pick::V1 { operation };
-    handle_in(gateway, arrived, pick, request_id, headers, body)
-        .instrument(span)
-        .await
+    )
 }
 
 /// One request on one snapshot. An error answered to a known application's client (429, 502,
