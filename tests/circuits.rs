@@ -160,3 +160,51 @@ async fn openings_queued_while_the_database_is_down_stay_one_per_endpoint() {
         gw.gateway.shared.queued_openings()
     );
 }
+
+#[tokio::test]
+async fn an_open_circuit_stays_with_its_backend_when_endpoints_are_reordered() {
+    let busy = simulator("busy", throttled(600_000)).await;
+    let idle = simulator("idle", Behaviour::default()).await;
+    let fresh = simulator("fresh", Behaviour::default()).await;
+    // No explicit ids: each endpoint's id comes from its URI.
+    let config = |bases: &[&str]| {
+        let endpoints: Vec<Value> = bases
+            .iter()
+            .map(|b| serde_json::json!({"uri": chat_uri(b), "apikey": BACKEND_KEY}))
+            .collect();
+        serde_json::json!({"applications": [{"appId": "chat", "appType": "azure_oai", "endpoints": endpoints}]})
+    };
+    let gw = TestGateway::start_with(config(&[&busy.url(), &idle.url()]), settings()).await;
+    let r = post_chat(&gw, "chat", "hi", false).await;
+    assert_eq!(r.status(), 200);
+    let idle_id = served_by(&r);
+    assert!(idle_id.starts_with("ep-"), "{idle_id}");
+    assert_eq!(busy.stats().status_429, 1);
+
+    // A new endpoint first, the two others swapped.
+    let next = config(&[&fresh.url(), &idle.url(), &busy.url()]).to_string();
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/dev/apirouter/reconfig", gw.url()))
+        .bearer_auth(KEY)
+        .body(next)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    fresh.set_behaviour(throttled(600_000));
+    // fresh throttles, idle answers: the busy backend's circuit stayed open under its own id,
+    // and moved to no other endpoint.
+    let r = post_chat(&gw, "chat", "hi", false).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(served_by(&r), idle_id);
+    assert_eq!(
+        busy.stats().requests,
+        1,
+        "the throttled backend was not called again"
+    );
+    assert!(
+        gw.circuit_open("chat", 2),
+        "the circuit is at the busy backend's new place"
+    );
+    assert!(!gw.circuit_open("chat", 1));
+}
