@@ -222,11 +222,7 @@ impl Settings {
             }
         }
         if let Some(v) = env.var("API_GATEWAY_METRICS_FLUSH_SECS") {
-            let secs: f64 = parse("API_GATEWAY_METRICS_FLUSH_SECS", &v, "seconds")?;
-            if !(secs.is_finite() && secs > 0.0) {
-                return Err(err("API_GATEWAY_METRICS_FLUSH_SECS", "must be above 0"));
-            }
-            s.metrics_flush = Duration::from_secs_f64(secs);
+            s.metrics_flush = positive_secs("API_GATEWAY_METRICS_FLUSH_SECS", &v)?;
         }
         if let Some(v) = env.var("API_GATEWAY_SYNC_INTERVAL_MS") {
             let ms: u64 = parse("API_GATEWAY_SYNC_INTERVAL_MS", &v, "milliseconds")?;

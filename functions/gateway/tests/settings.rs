@@ -83,6 +83,7 @@ async fn a_bad_setting_stops_the_process_naming_it() {
         ("API_GATEWAY_LOG_FORMAT", "xml"),
         ("API_GATEWAY_DEFAULT_API_VERSION", "2024/10"),
         ("API_GATEWAY_PORT", "eighty"),
+        ("API_GATEWAY_METRICS_FLUSH_SECS", "1e30"),
     ] {
         let mut gw = Process::spawn(BIN, &idle_config(), &[(name, value)], &[]);
         let status = gw.exited_within(Duration::from_secs(20)).await.unwrap();

@@ -11,6 +11,13 @@ use reqwest::Url;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Environment variables holding the gateway's own secrets, refused as `env:` keys.
+const GATEWAY_SECRETS: [&str; 3] = [
+    "API_GATEWAY_KEY",
+    "DATABASE_URL",
+    "API_GATEWAY_DATABASE_URL",
+];
+
 /// Longest timeout accepted (the Functions front door gives up after 230 s anyway).
 const MAX_TIMEOUT_MS: i64 = 3_600_000;
 
@@ -127,6 +134,17 @@ fn api_key(
         return None;
     };
     let key = match written.strip_prefix("env:") {
+        // The gateway's own secrets are never an endpoint's key: a configuration (which the
+        // admin key can replace) must not be able to send them to a backend of its choosing.
+        Some(name) if GATEWAY_SECRETS.contains(&name) => {
+            problems.push(
+                path,
+                format!(
+                    "'{name}' holds one of the gateway's own secrets and cannot be an endpoint key"
+                ),
+            );
+            return None;
+        }
         Some(name) => match env.var(name) {
             Some(key) => key,
             None => {

@@ -318,3 +318,20 @@ mod targets {
         );
     }
 }
+
+#[test]
+fn the_gateways_own_secrets_are_never_endpoint_keys() {
+    for name in [
+        "API_GATEWAY_KEY",
+        "DATABASE_URL",
+        "API_GATEWAY_DATABASE_URL",
+    ] {
+        let p = problems(
+            json!({"applications": [{"appId": "a", "appType": "azure_oai", "endpoints": [
+                {"uri": "https://attacker.example/v1/chat/completions", "apikey": format!("env:{name}"), "id": "x"}
+            ]}]}),
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("gateway's own secrets"), "{p:?}");
+    }
+}

@@ -168,13 +168,16 @@ impl MetricsRegistry {
         if rows.is_empty() {
             return true;
         }
-        let batch = Batch {
+        // Kept as pending before the write: a flush whose future is dropped mid-write (a
+        // scrape that timed out, a cut connection) leaves the batch to the next flush, which
+        // writes it again under the same id, instead of losing it.
+        let batch = pending.insert(Batch {
             id: self.next_batch.fetch_add(1, Ordering::Relaxed),
             rows,
-        };
-        let written = write(shared, &batch).await;
-        if !written {
-            *pending = Some(batch);
+        });
+        let written = write(shared, batch).await;
+        if written {
+            *pending = None;
         }
         written
     }

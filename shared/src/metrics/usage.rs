@@ -39,12 +39,18 @@ pub fn parse(tail: &[u8]) -> Option<Usage> {
         .into_iter()
         .next()?
         .ok()?;
+    // A backend's numbers are capped: no answer has 4 billion tokens, and a huge one would
+    // overflow the stored sums and stop every later flush.
+    let cap = |n: u64| n.min(MAX_TOKENS);
     Some(Usage {
-        prompt: counts.prompt_tokens,
-        completion: counts.completion_tokens,
-        total: counts.total_tokens,
+        prompt: cap(counts.prompt_tokens),
+        completion: cap(counts.completion_tokens),
+        total: cap(counts.total_tokens),
     })
 }
+
+/// The most tokens one answer is counted with.
+const MAX_TOKENS: u64 = u32::MAX as u64;
 
 /// Whether `tail` holds a member `"key"` whose value is the string `value` (whitespace around
 /// the colon allowed; `value` must need no escapes).

@@ -31,6 +31,12 @@ pub(super) async fn accept_loop(
             // backlog is empty, checked without waiting (after a yield, so that the task's
             // cooperative budget, whose exhaustion would also read as "empty", is fresh).
             Some(s) if s.accepted => {
+                // Under steady load the backlog may never empty: keep heeding shutdown and
+                // reaping finished connections meanwhile.
+                if *stop.borrow() {
+                    break;
+                }
+                while connections.try_join_next().is_some() {}
                 tokio::task::yield_now().await;
                 match listener.poll_accept(&mut Context::from_waker(Waker::noop())) {
                     Poll::Ready(accepted) => accepted,

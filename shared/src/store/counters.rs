@@ -32,7 +32,7 @@ impl Histogram {
 
     pub fn add(&mut self, other: &Histogram) {
         for (a, b) in self.0.iter_mut().zip(other.0) {
-            *a += b;
+            *a = a.saturating_add(b);
         }
     }
 
@@ -151,26 +151,32 @@ pub struct Counters {
 
 impl Counters {
     pub fn add(&mut self, other: &Counters) {
-        self.calls += other.calls;
-        self.failed += other.failed;
-        self.throttled += other.throttled;
-        self.filtered += other.filtered;
-        self.cancelled += other.cancelled;
-        self.prompt_tokens += other.prompt_tokens;
-        self.completion_tokens += other.completion_tokens;
-        self.total_tokens += other.total_tokens;
-        self.estimated_prompt_tokens += other.estimated_prompt_tokens;
-        self.estimated_completion_tokens += other.estimated_completion_tokens;
-        self.latency_ms_sum += other.latency_ms_sum;
-        self.latency_count += other.latency_count;
+        self.calls = self.calls.saturating_add(other.calls);
+        self.failed = self.failed.saturating_add(other.failed);
+        self.throttled = self.throttled.saturating_add(other.throttled);
+        self.filtered = self.filtered.saturating_add(other.filtered);
+        self.cancelled = self.cancelled.saturating_add(other.cancelled);
+        self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
+        self.completion_tokens = self
+            .completion_tokens
+            .saturating_add(other.completion_tokens);
+        self.total_tokens = self.total_tokens.saturating_add(other.total_tokens);
+        self.estimated_prompt_tokens = self
+            .estimated_prompt_tokens
+            .saturating_add(other.estimated_prompt_tokens);
+        self.estimated_completion_tokens = self
+            .estimated_completion_tokens
+            .saturating_add(other.estimated_completion_tokens);
+        self.latency_ms_sum = self.latency_ms_sum.saturating_add(other.latency_ms_sum);
+        self.latency_count = self.latency_count.saturating_add(other.latency_count);
         self.latency.add(&other.latency);
-        self.ttft_ms_sum += other.ttft_ms_sum;
-        self.ttft_count += other.ttft_count;
+        self.ttft_ms_sum = self.ttft_ms_sum.saturating_add(other.ttft_ms_sum);
+        self.ttft_count = self.ttft_count.saturating_add(other.ttft_count);
         self.ttft.add(&other.ttft);
-        self.gateway_429 += other.gateway_429;
-        self.gateway_502 += other.gateway_502;
-        self.gateway_504 += other.gateway_504;
-        self.gateway_4xx += other.gateway_4xx;
+        self.gateway_429 = self.gateway_429.saturating_add(other.gateway_429);
+        self.gateway_502 = self.gateway_502.saturating_add(other.gateway_502);
+        self.gateway_504 = self.gateway_504.saturating_add(other.gateway_504);
+        self.gateway_4xx = self.gateway_4xx.saturating_add(other.gateway_4xx);
     }
 
     pub fn is_empty(&self) -> bool {

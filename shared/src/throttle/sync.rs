@@ -42,6 +42,8 @@ pub struct Shared {
     closures: Mutex<Vec<(EndpointKey, u64)>>,
     /// Closures made up to this moment have been applied here.
     closures_seen_ms: AtomicU64,
+    /// The newest closure applied here, per endpoint.
+    closures_applied: Mutex<HashMap<EndpointKey, u64>>,
     returns: Mutex<Vec<(i64, u32)>>,
 }
 
@@ -56,6 +58,7 @@ impl Shared {
             closures: Mutex::default(),
             // Closures made before this instance started were applied to the circuits it pulls.
             closures_seen_ms: AtomicU64::new(now_ms()),
+            closures_applied: Mutex::default(),
             returns: Mutex::default(),
         }
     }
@@ -88,19 +91,27 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|k, opening| !(*k == key && opening.seen_ms <= closed_at_ms));
+        // Queued first, taken back once published: a caller that goes away mid-publish leaves
+        // the closure to the sync task instead of losing it.
+        self.closures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((key.clone(), closed_at_ms));
         let publish = self.store.close_circuit(&key, closed_at_ms, &self.instance);
         match tokio::time::timeout(Duration::from_secs(2), publish).await {
-            Ok(Ok(())) => true,
+            Ok(Ok(())) => {
+                self.closures
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|(k, at)| !(*k == key && *at == closed_at_ms));
+                true
+            }
             failed => {
                 let error = match failed {
                     Ok(Err(e)) => e,
                     _ => StoreError::Timeout,
                 };
                 self.report_failure(&error);
-                self.closures
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((key, closed_at_ms));
                 false
             }
         }
@@ -195,7 +206,13 @@ impl Shared {
                 endpoint.circuit.open_until(until.min(cap));
             }
         }
-        let since = self.closures_seen_ms.load(Ordering::Acquire);
+        // Closures are stamped by each closer's clock before their write lands, so a closure
+        // stamped a little earlier than one already seen can still arrive: look back a margin.
+        // Applying a closure twice changes nothing.
+        let since = self
+            .closures_seen_ms
+            .load(Ordering::Acquire)
+            .saturating_sub(CLOSURE_OVERLAP_MS);
         let closed = match answered_with(
             tokio::time::timeout(bound, self.store.closed_circuits(since)).await,
         ) {
@@ -205,16 +222,31 @@ impl Shared {
                 return false;
             }
         };
+        let mut applied = self
+            .closures_applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         for (key, at) in closed {
+            // Each closure once: the look-back returns it again for a while, and by then a
+            // fresh 429 may have reopened the circuit.
+            let last = applied.entry(key.clone()).or_default();
+            if at <= *last {
+                continue;
+            }
+            *last = at;
             if let Some(endpoint) = registry.get(&key) {
                 endpoint.circuit.close_if_opened_by(at);
             }
             self.closures_seen_ms.fetch_max(at, Ordering::AcqRel);
         }
+        drop(applied);
         self.report_success();
         true
     }
 }
+
+/// How far back each pull of closures looks past the newest one already applied.
+const CLOSURE_OVERLAP_MS: u64 = 30_000;
 
 /// A circuit opening waiting for publication.
 #[derive(Debug, Default, Clone, Copy)]
