@@ -5,20 +5,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use aigw_tests::process::Process;
-use aigw_tests::{Behaviour, app_config, chat_body, database_on, simulator};
+use aigw_tests::{Behaviour, app_config, chat_body, simulator, test_database};
 use sqlx::Connection;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
 
-fn admin_url() -> String {
-    std::env::var("AIGW_TEST_DATABASE_URL")
-        .expect("AIGW_TEST_DATABASE_URL is not set: run the suite with scripts/test")
-}
-
 #[tokio::test]
 async fn a_stream_cut_off_at_the_end_of_the_grace_period_is_counted_before_the_last_flush() {
-    let url = database_on(&admin_url()).await;
+    let url = test_database().await;
     let slow = Behaviour {
         chunks: 100,
         chunk_interval_ms: 5_000,

@@ -335,11 +335,8 @@ async fn shutdown_grace_bounds_the_drain() {
 
 #[tokio::test]
 async fn database_url_under_both_names() {
-    let Ok(admin) = std::env::var("AIGW_TEST_DATABASE_URL") else {
-        panic!("AIGW_TEST_DATABASE_URL is not set: run the suite with scripts/test");
-    };
     for name in ["DATABASE_URL", "API_GATEWAY_DATABASE_URL"] {
-        let url = aigw_tests::database_on(&admin).await;
+        let url = aigw_tests::test_database().await;
         let gw = Process::start(
             BIN,
             &idle_config(),
@@ -363,10 +360,7 @@ async fn database_url_under_both_names() {
 
 #[tokio::test]
 async fn metrics_flush_and_window_settings_drive_the_flusher() {
-    let Ok(admin) = std::env::var("AIGW_TEST_DATABASE_URL") else {
-        panic!("AIGW_TEST_DATABASE_URL is not set: run the suite with scripts/test");
-    };
-    let url = aigw_tests::database_on(&admin).await;
+    let url = aigw_tests::test_database().await;
     let sim = simulator("flushed", Behaviour::default()).await;
     let gw = Process::start(
         BIN,
@@ -403,10 +397,7 @@ async fn metrics_flush_and_window_settings_drive_the_flusher() {
 
 #[tokio::test]
 async fn the_sync_interval_paces_how_fast_an_instance_learns_of_a_429() {
-    let Ok(admin) = std::env::var("AIGW_TEST_DATABASE_URL") else {
-        panic!("AIGW_TEST_DATABASE_URL is not set: run the suite with scripts/test");
-    };
-    let url = aigw_tests::database_on(&admin).await;
+    let url = aigw_tests::test_database().await;
     let busy = simulator("busy", aigw_tests::throttled(600_000)).await;
     let config = config_for(&busy.url());
     let db = [("DATABASE_URL", url.as_str())];
